@@ -1,0 +1,1 @@
+"""Cityscapes multi-task data: label table, targets, transforms, loader, synthetic generator."""
