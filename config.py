@@ -8,6 +8,7 @@ Unknown keys and values of the wrong type are errors that list what is valid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -138,14 +139,12 @@ def _coerce(value, tp, where: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message is the most useful
+            return _coerce(value, options[0], where)
+        for arg in options:
+            with contextlib.suppress(ConfigError):
                 return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
         raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
     if origin is tuple:
         args = typing.get_args(tp)
@@ -184,8 +183,12 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _apply(obj, updates: dict, prefix: str = "") -> None:
-    """Set the fields of dataclass `obj` from the nested dict `updates`, checking keys and types."""
+def _apply(obj, updates: dict, prefix: str = "", merge: bool = False) -> None:
+    """Set the fields of dataclass `obj` from the nested dict `updates`, checking keys and types.
+
+    A mapping-valued field (weighting.weights) is replaced by a YAML file's mapping but updated
+    key by key with `merge` (dotted command-line overrides).
+    """
     hints = typing.get_type_hints(type(obj))
     valid = [f.name for f in dataclasses.fields(obj)]
     for key, value in updates.items():
@@ -196,7 +199,9 @@ def _apply(obj, updates: dict, prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a mapping of sub-keys, got {value!r}")
-            _apply(current, value, where + ".")
+            _apply(current, value, where + ".", merge)
+        elif merge and isinstance(current, dict) and isinstance(value, dict):
+            setattr(obj, key, {**current, **_coerce(value, hints[key], where)})
         else:
             setattr(obj, key, _coerce(value, hints[key], where))
 
@@ -248,7 +253,7 @@ def load_config(files=(), overrides=()) -> Config:
     if names:
         cfg.name = "-".join(names)
     for text in overrides:
-        _apply(cfg, parse_override(text))
+        _apply(cfg, parse_override(text), merge=True)
     cfg.__post_init__()
     _validate(cfg)
     return cfg
@@ -275,7 +280,8 @@ def _validate(cfg: Config) -> None:
     need(cfg.optim.lr > 0, "optim.lr must be positive")
     need(cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
-    need(cfg.wandb in ("disabled", "offline", "online"), f"wandb must be disabled, offline or online, got {cfg.wandb!r}")
+    need(cfg.wandb in ("disabled", "offline", "online"),
+         f"wandb must be disabled, offline or online, got {cfg.wandb!r}")
     unknown = [t for t in cfg.weighting.weights if t not in TASKS]
     need(not unknown, f"weighting.weights names unknown task(s) {unknown}; valid tasks are {list(TASKS)}")
     if cfg.data.scale is not None:
