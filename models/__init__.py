@@ -1,0 +1,49 @@
+"""The multi-task DeepLabV3 network: dilated ResNet encoder, ASPP, one decoder per task.
+
+`build_model(cfg)` returns a `MultiTaskDeepLab` built for `cfg.tasks` only. It holds no
+loss-weighting parameter: those belong to the weighting module (losses.build_weighting).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from config import Config
+from models.aspp import ASPP, aspp_rates
+from models.heads import TASK_CHANNELS, build_head
+from models.resnet import BACKBONES, build_backbone, load_backbone_weights
+
+__all__ = ["BACKBONES", "TASK_CHANNELS", "MultiTaskDeepLab", "build_model"]
+
+
+class MultiTaskDeepLab(nn.Module):
+    """Shared encoder (backbone + ASPP) and one head per task; outputs at input resolution."""
+
+    def __init__(self, backbone: nn.Module, aspp: nn.Module, heads: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aspp = aspp
+        self.heads = nn.ModuleDict(heads)
+        self.tasks: tuple[str, ...] = tuple(heads)
+
+    def forward(self, image: Tensor) -> dict[str, Tensor]:  # (B, 3, H, W) -> {task: (B, C_task, H, W)}
+        size = image.shape[-2:]
+        features = self.aspp(self.backbone(image))  # (B, 1280 or 256, H/os, W/os)
+        return {task: F.interpolate(head(features), size=size, mode="bilinear", align_corners=False)
+                for task, head in self.heads.items()}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss depends on (encoder + ASPP), for per-task-gradient methods."""
+        return list(self.backbone.parameters()) + list(self.aspp.parameters())
+
+
+def build_model(cfg: Config) -> MultiTaskDeepLab:
+    """Build the network described by `cfg.model` with one head per task in `cfg.tasks`."""
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.output_stride)
+    if m.backbone_weights:
+        load_backbone_weights(backbone, m.backbone_weights)
+    aspp = ASPP(backbone.out_channels, m.aspp_channels, aspp_rates(m.aspp_rates, m.output_stride), m.aspp_projection)
+    heads = {task: build_head(task, aspp.out_channels, m.head_channels, m.head_kernel) for task in cfg.tasks}
+    return MultiTaskDeepLab(backbone, aspp, heads)
