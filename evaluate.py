@@ -175,8 +175,8 @@ def format_report(metrics: dict, official: dict | None = None, full: dict | None
                   f"  {official['iou_class']:>9.2f}  {official['iiou_class']:>10.2f}  "
                   f"{official['iou_category']:>12.2f}  {official['iiou_category']:>13.2f}"]
         if full and "semantic/miou" in full:  # the same predictions through our metric: must agree
-            lines.append(f"  MultiTaskMetrics on the same full-resolution predictions: mIoU {full['semantic/miou']:.6f} "
-                         f"(official {official['iou_class']:.6f})")
+            lines.append(f"  MultiTaskMetrics on the same full-resolution predictions: "
+                         f"mIoU {full['semantic/miou']:.6f} (official {official['iou_class']:.6f})")
     return "\n".join(lines)
 
 
