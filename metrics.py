@@ -82,16 +82,22 @@ class MultiTaskMetrics:
             raise ValueError(f"semantic output must be (B,C,H,W) logits or an integer (B,H,W) map, "
                              f"got {tuple(logits.shape)} {logits.dtype}")
         _same_shape("semantic", pred, gt)
-        gt = gt.to(pred.device)
-        valid = gt != IGNORE_INDEX
-        g, p = gt[valid].long(), pred[valid].long()
         c = self.num_classes
-        # argmax labels are in range by construction; given maps and targets are checked.
-        for name, labels in (("target", g), ("prediction", p if logits.dim() == 3 else None)):
-            if labels is not None and labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < c):
-                raise ValueError(f"semantic {name} has labels outside 0..{c - 1} (and not {IGNORE_INDEX})")
-        # gt * C + pred indexes the flattened (gt, pred) confusion matrix.
-        self.confusion += torch.bincount(g * c + p, minlength=c * c).view(c, c)
+        if logits.dim() == 3 and pred.numel():  # argmax labels are in range by construction; given maps are checked
+            lo, hi = torch.aminmax(pred)
+            if int(lo) < 0 or int(hi) >= c:
+                raise ValueError(f"semantic prediction has labels outside 0..{c - 1}")
+        # One histogram of gt * C + pred (int32: cheap passes) gives the confusion matrix in its first
+        # C*C bins; ignore pixels (gt 255) land in [255*C, 256*C); anything else is a bad target label.
+        bad_target = f"semantic target has labels outside 0..{c - 1} (and not {IGNORE_INDEX})"
+        idx = torch.add(pred.int(), gt.to(pred.device).int(), alpha=c).flatten()
+        try:
+            counts = torch.bincount(idx, minlength=c * c)
+        except RuntimeError as e:  # negative values
+            raise ValueError(bad_target) from e
+        if int(counts[c * c:].sum() - counts[IGNORE_INDEX * c: (IGNORE_INDEX + 1) * c].sum()):
+            raise ValueError(bad_target)
+        self.confusion += counts[: c * c].view(c, c)
         self.sums[_SEEN_SEMANTIC] = 1
 
     def _update_instance(self, pred: torch.Tensor, batch: dict) -> None:

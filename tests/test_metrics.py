@@ -115,7 +115,11 @@ def test_default_class_names_and_reset():
 @pytest.mark.parametrize("outputs, batch, match", [
     ({"semantic": torch.zeros(1, 4, 2, 2)}, {"semantic": torch.zeros(1, 2, 3, dtype=torch.long)}, "shape"),
     ({"semantic": torch.zeros(1, 4, 1, 1)}, {"semantic": torch.tensor([[[7]]])}, "outside"),
+    ({"semantic": torch.zeros(1, 4, 1, 1)}, {"semantic": torch.tensor([[[4]]])}, "outside"),
+    ({"semantic": torch.zeros(1, 4, 1, 1)}, {"semantic": torch.tensor([[[-1]]])}, "outside"),
+    ({"semantic": torch.zeros(1, 4, 1, 1)}, {"semantic": torch.tensor([[[254]]])}, "outside"),
     ({"semantic": torch.tensor([[[9]]])}, {"semantic": torch.tensor([[[0]]])}, "outside"),
+    ({"semantic": torch.tensor([[[-1]]])}, {"semantic": torch.tensor([[[0]]])}, "outside"),
     ({"semantic": torch.zeros(1, 3, 1, 1)}, {"semantic": torch.tensor([[[0]]])}, "channels"),
     ({"depth": torch.zeros(1, 1, 1, 1)}, {"depth": torch.zeros(1, 1, 1, 1)}, "depth_mask"),
     ({"normals": torch.zeros(1, 1, 1, 1)}, {}, "valid tasks"),
