@@ -1,9 +1,10 @@
 """Evaluation speed: MultiTaskMetrics against cityscapesscripts' pixel-level evaluator, same frames.
 
-    python -m bench.eval [--root DATASET] [--split val] [--frames 20]
+    python -m bench.eval [--root DATASET | --size H W] [--split val] [--frames 20] [--repeats 3]
 
 Ground truth: the first N frames of `--root` (real Cityscapes or the synthetic set), or, without
-`--root`, N frames made by `data.synthetic.generate` in a temporary folder. Predictions: the
+`--root`, N frames at H x W (default 1024 x 2048) made by `data.synthetic.generate` in a temporary
+folder. Predictions: the
 ground truth with about half of its 16x16 blocks replaced by random classes (fixed seed), written
 as label-id PNGs. Both evaluators read the same PNGs from disk; ours also once from memory.
 Prints frames/s of each, their ratio, and checks that every class IoU and the mean agree.
@@ -71,12 +72,11 @@ def time_ours(pairs: list[tuple[Path, Path]]) -> tuple[float, float, dict]:
     return with_io, time.perf_counter() - start, result
 
 
-def synthetic_ground_truth(out: Path, frames: int) -> Path:
-    """A small synthetic Cityscapes tree (val split) made by the data package's generator."""
+def synthetic_ground_truth(out: Path, frames: int, size: tuple[int, int]) -> Path:
+    """A synthetic Cityscapes val split of `frames` frames at `size`, made by the data package's generator."""
     from data.synthetic import generate
 
-    generate(out, splits={"val": frames}, seed=0)
-    return out
+    return generate(out, train=0, val=frames, size=size, seed=0)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--root", type=Path, help="dataset root (default: generate a small synthetic set)")
     p.add_argument("--split", default="val")
     p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--size", type=int, nargs=2, default=(1024, 2048), metavar=("H", "W"),
+                   help="frame size of the generated set (default: Cityscapes' 1024 2048)")
     p.add_argument("--repeats", type=int, default=3, help="report the best of this many runs of each")
     p.add_argument("--threads", type=int, default=None, help="torch threads for ours (default: torch's choice)")
     args = p.parse_args(argv)
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
-        root = args.root or synthetic_ground_truth(Path(tmp) / "data", args.frames)
+        root = args.root or synthetic_ground_truth(Path(tmp) / "data", args.frames, args.size)
         label_files = gt_label_files(root, args.split)[: args.frames]
         pred_dir = Path(tmp) / "pred"
         pairs = list(zip(label_files, noisy_predictions(label_files, pred_dir)))
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
              if not (math.isnan(official["class_iou"][n]) and math.isnan(ours[f"semantic/iou/{n}"]))]
     max_diff = max(diffs + [abs(official["iou_class"] - ours["semantic/miou"])])
     n = len(pairs)
-    print(f"{n} frames of {h}x{w} from {args.root or 'data.synthetic.generate'} ({torch.get_num_threads()} threads)")
+    source = args.root or "data.synthetic.generate"
+    print(f"{n} frames of {h}x{w} from {source}, best of {args.repeats} ({torch.get_num_threads()} torch threads)")
     print(f"official evalPixelLevelSemanticLabeling (subprocess, reads PNGs, also computes iIoU): "
           f"{official_s:7.2f} s  {n / official_s:8.1f} frames/s")
     per_frame = (official_s - official_1) / max(n - 1, 1)
