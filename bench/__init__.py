@@ -1,0 +1,1 @@
+"""Benchmarks and reference measurements (data loading speed, trivial-predictor losses)."""
