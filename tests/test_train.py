@@ -1,0 +1,200 @@
+"""The training loop: optimiser groups, end to end, exact resume after SIGKILL, NaN stop, DDP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train
+from config import load_config
+from losses import build_weighting, task_losses
+from models import build_model
+from tasks import TASK_KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
+        "optim.batch_size=2", "data.num_workers=0", "log_every=1", "eval_batch_size=4", "deterministic=true"]
+
+
+def tiny_args(root, run_dir, *extra):
+    return [*TINY, f"data.root={root}", f"run_dir={run_dir}", *extra]
+
+
+def _weights(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt["model"] | {f"weighting.{k}": v for k, v in ckpt["weighting"].items()}
+
+
+def test_optimizer_groups_put_log_variances_apart_without_decay():
+    cfg = load_config([], TINY + ["weighting.lr_mult=2.0"])
+    model = build_model(cfg)
+    weighting = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in cfg.tasks})
+    opt = train.build_optimizer(cfg, model, weighting)
+    ids = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) in ids for p in model.parameters())
+    for p in weighting.parameters():
+        assert ids[id(p)]["weight_decay"] == 0.0 and ids[id(p)]["lr"] == pytest.approx(2 * cfg.optim.lr)
+    for name, p in model.named_parameters():  # decay on conv weights only: never norms or biases
+        assert ids[id(p)]["weight_decay"] == (1e-4 if p.ndim > 1 else 0.0), name
+    assert not set(map(id, weighting.parameters())) & set(map(id, model.parameters()))
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+
+
+def test_one_step_lowers_the_loss_and_moves_log_variances(synthetic_root):
+    from data.cityscapes import CityscapesMultiTask
+
+    torch.manual_seed(0)
+    cfg = load_config([], TINY + ["optim.lr=0.01"])
+    ds = CityscapesMultiTask(synthetic_root, "train", size=(32, 64))
+    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ds[0]}
+    model = build_model(cfg)
+    weighting = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in cfg.tasks})
+    opt = train.build_optimizer(cfg, model, weighting)
+    model.eval()  # fixed BN statistics so the two evaluations see the same function
+
+    def total():
+        return weighting(task_losses(model(batch["image"]), batch))[0]
+
+    before = total()
+    opt.zero_grad()
+    before.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weighting.parameters())
+    s_before = [p.detach().clone() for p in weighting.parameters()]
+    opt.step()
+    with torch.no_grad():
+        assert total() < before
+    assert all(not torch.equal(a, b) for a, b in zip(s_before, weighting.parameters()))
+
+
+def test_poly_schedule():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = train.poly_schedule(opt, 10, 0.9)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 1.0 and lrs[5] == pytest.approx(0.5 ** 0.9) and opt.param_groups[0]["lr"] == 0.0
+
+
+def test_train_end_to_end_and_not_retrained(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    train.main(tiny_args(synthetic_root, run, "optim.iterations=4", "ckpt_every=2"))
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["step"] == 4 and final["config_hash"]
+    assert {"semantic/miou", "instance/mean_error_px", "depth/mean_error_px"} <= set(final["metrics"])
+    assert final["command"][:2] == ["python", "train.py"]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss/total" in x] == [1, 2, 3, 4]
+    assert {"sigma2/semantic", "weight/depth", "lr", "images_per_s"} <= set(lines[0])
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 4 and ckpt["config"]["run_dir"] == str(run)
+    mtime = (run / "checkpoint.pt").stat().st_mtime_ns
+    train.main(tiny_args(synthetic_root, run, "optim.iterations=4", "ckpt_every=2"))  # finished: nothing to do
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_resume_refuses_a_different_experiment(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    train.main(tiny_args(synthetic_root, run, "optim.iterations=1"))
+    with pytest.raises(SystemExit, match="different config.*optim.lr"):
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=1", "optim.lr=0.1"))
+    (run / "metrics.json").unlink()  # an unfinished run is checked the same way before resuming
+    with pytest.raises(SystemExit, match="different config.*model.head_channels"):
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=1", "model.head_channels=4"))
+
+
+def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    real, calls = train.task_losses, []
+
+    def poisoned(outputs, batch):
+        losses = real(outputs, batch)
+        calls.append(1)
+        if len(calls) == 3:
+            losses["depth"] = losses["depth"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train, "task_losses", poisoned)
+    with pytest.raises(SystemExit, match=r"non-finite depth loss .* at step 3.*last good checkpoint kept"):
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=6", "ckpt_every=2"))
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2 and not (run / "metrics.json").exists()
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+KILLER = """
+import os, signal, sys
+import train
+real, calls = train.task_losses, []
+def killing(outputs, batch):
+    calls.append(1)
+    if len(calls) == int(os.environ["KILL_AT_CALL"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(outputs, batch)
+train.task_losses = killing
+train.main(sys.argv[1:])
+"""
+
+
+def test_resume_after_sigkill_gives_identical_weights(synthetic_root, tmp_path):
+    """Killed between checkpoints (step 5 of 8, last checkpoint at 4), then resumed: the final
+    weights equal those of an uninterrupted run bit for bit."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    common = ["optim.iterations=8", "ckpt_every=2", "data.flip=true", "data.scale=[0.8,1.2]", "data.crop=[24,48]"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    run = [sys.executable, str(script)]
+    done = subprocess.run(run + tiny_args(synthetic_root, whole, *common), cwd=ROOT, env=env | {"KILL_AT_CALL": "0"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    killed = subprocess.run(run + tiny_args(synthetic_root, broken, *common), cwd=ROOT,
+                            env=env | {"KILL_AT_CALL": "6"}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert torch.load(broken / "checkpoint.pt", weights_only=True)["step"] == 4
+    resumed = subprocess.run([sys.executable, "train.py", *tiny_args(synthetic_root, broken, *common)], cwd=ROOT,
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    a, b = _weights(whole / "checkpoint.pt"), _weights(broken / "checkpoint.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(x)["step"] for x in (broken / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s <= 8] == sorted(steps)  # no duplicated lines after the resume
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, args, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = train.main(args)
+    # Parameters must agree; BatchNorm running statistics stay per process (DDP without sync_bn).
+    state = {k: v.detach() for k, v in result["model"].named_parameters()}
+    state |= {f"weighting.{k}": v for k, v in result["weighting"].state_dict().items()}
+    torch.save(state, Path(out) / f"rank{rank}.pt")
+
+
+def test_two_process_gloo_ddp_keeps_replicas_identical(synthetic_root, tmp_path):
+    args = tiny_args(synthetic_root, tmp_path / "run", "optim.iterations=3", "ckpt_every=3", "device=cpu")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), args, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    assert (tmp_path / "run" / "metrics.json").exists()
+    start = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in TASK_KINDS}).state_dict()
+    assert any(not torch.equal(r0[f"weighting.{k}"], v) for k, v in start.items())  # log-variances trained
