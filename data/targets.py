@@ -107,6 +107,7 @@ def centroid_vectors(
     np.subtract(table_x[instance_ids], np.arange(w, dtype=np.float32)[None, :], out=vectors[0])
     np.subtract(table_y[instance_ids], np.arange(h, dtype=np.float32)[:, None], out=vectors[1])
     vectors *= mask  # (0, 0) outside instances
+    vectors += 0.0  # turns the -0.0 left by the product into +0.0
     return vectors, mask
 
 
