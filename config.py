@@ -132,8 +132,20 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or a value of the wrong type."""
 
 
+@dataclass(frozen=True)
+class _Override:
+    """A command-line value: the raw text (for string fields: `amp=off` stays "off", not YAML's
+    False) and its YAML reading (for everything else)."""
+
+    raw: str
+    parsed: object
+
+
 def _coerce(value, tp, where: str):
     """Check `value` against the annotation `tp` and convert lists to tuples where needed."""
+    if isinstance(value, _Override):
+        is_str = tp is str or str in typing.get_args(tp)
+        value = value.raw if is_str and value.parsed is not None else value.parsed
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -174,7 +186,8 @@ def _coerce(value, tp, where: str):
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            hint = " (in YAML, quote on/off/yes/no: 'off')" if isinstance(value, bool) else ""
+            raise ConfigError(f"{where}: expected a string, got {value!r}{hint}")
         return value
     raise ConfigError(f"{where}: unsupported type {tp}")
 
@@ -225,7 +238,7 @@ def parse_override(text: str) -> dict:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
-    return _nest(key.strip(), value)
+    return _nest(key.strip(), _Override(raw, value))
 
 
 def load_config(files=(), overrides=()) -> Config:

@@ -74,3 +74,9 @@ def test_presets_load():
 
     for path in sorted(Path("configs").glob("*.yaml")):
         load_config([path])
+
+
+def test_string_fields_keep_the_command_line_text():
+    # YAML would read `off` as False and `123` as an int; string fields take the text as written
+    cfg = load_config([], ["amp=off", "name=123", "run_dir=null", "tasks=[depth]"])
+    assert (cfg.amp, cfg.name, cfg.run_dir, cfg.tasks) == ("off", "123", None, ("depth",))
