@@ -144,7 +144,8 @@ class _Override:
 def _coerce(value, tp, where: str):
     """Check `value` against the annotation `tp` and convert lists to tuples where needed."""
     if isinstance(value, _Override):
-        is_str = tp is str or str in typing.get_args(tp)
+        is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        is_str = tp is str or (is_union and str in typing.get_args(tp))
         value = value.raw if is_str and value.parsed is not None else value.parsed
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
