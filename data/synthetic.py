@@ -527,6 +527,8 @@ def _clip_polygon(points: np.ndarray, width: int, rows: int) -> np.ndarray:
     hi = points.max(axis=0)
     if lo[0] >= 0 and lo[1] >= 0 and hi[0] <= width - 1 and hi[1] <= rows - 1:
         return points
+    if hi[0] < 0 or hi[1] < 0 or lo[0] > width - 1 or lo[1] > rows - 1:
+        return points[:0]  # wholly outside
     for axis, bound, keep_below in ((0, 0.0, False), (0, width - 1.0, True), (1, 0.0, False), (1, rows - 1.0, True)):
         if len(points) == 0:
             break
@@ -671,7 +673,7 @@ def draw_things(canvas: Canvas, cam: Camera, things: list[Thing]) -> None:
 def draw_ego_vehicle(canvas: Canvas, rng: np.random.Generator) -> None:
     """The bonnet at the bottom: label ego vehicle, no disparity."""
     h, w = canvas.rows, canvas.width
-    depth = rng.uniform(0.05, 0.1) * h
+    depth = rng.uniform(0.07, 0.15) * h  # the bonnet covers the bottom 7-15% of the centre rows
     xs = np.linspace(0, w - 1, 17)
     ys = h - 1 - depth * (0.55 + 0.45 * (1 - ((xs - w / 2) / (w / 2)) ** 2))
     points = np.concatenate([np.stack([xs, ys], 1), [[w - 1, h - 1], [0, h - 1]]])
