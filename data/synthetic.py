@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from cityscapesscripts.helpers.labels import labels as _LABELS
 
 from data.labels import ID_TO_COLOR, NAME_TO_ID
 from data.targets import INSTANCE_OFFSET
@@ -47,8 +48,8 @@ FX_2048, FY_2048, U0_2048, V0_1024 = 2262.52, 2265.3017905988554, 1096.98, 513.1
 # Annotated Cityscapes frames are the 20th of each 30-frame snippet.
 FRAME_NUMBER = 19
 
-# Label ids drawn as plain ids even though their class has instances.
-_HAS_INSTANCES = {"person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle"}
+# Classes whose individual objects get instanceIds id * 1000 + k (groups keep the plain id).
+_HAS_INSTANCES = frozenset(lb.name for lb in _LABELS if lb.hasInstances)
 _COLOR_LUT_BGRA = np.zeros((256, 4), np.uint8)
 for _id, (_r, _g, _b) in ID_TO_COLOR.items():
     if 0 <= _id < 256:
@@ -633,9 +634,10 @@ def draw_ground(canvas: Canvas, cam: Camera, street: Street, rng: np.random.Gene
     else:
         road_right = street.road_right
     canvas.fill(_ground_quad(cam, street.road_left, road_right, z_near, z_far), "road", street.road_color, None)
-    if any(t.label == "train" for t in things):
+    trams = [t.x for t in things if t.label == "train"]
+    if trams:
         for x in (-0.72, 0.72):  # tram rails in the road
-            xc = next(t.x for t in things if t.label == "train")
+            xc = trams[0]
             canvas.fill(_ground_quad(cam, xc + x - 0.1, xc + x + 0.1, z_near, z_far), "rail track",
                         _grey(rng, 90, 160), None)  # fmt: skip
     # Dashed lane markings (image only: they are road).
