@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from checkpoint import load_checkpoint
 from config import Config, ConfigError, config_from_dict
 from data import show
-from data.cityscapes import CityscapesMultiTask
+from data.cityscapes import CityscapesMultiTask, DataError
 from data.labels import ID_TO_TRAINID, INSTANCE_IDS
 from metrics import MultiTaskMetrics
 from official_eval import run_pixel_level, to_full_resolution, write_prediction_png
@@ -157,7 +157,7 @@ def frame_figure(item: dict, outputs: dict, title: str) -> Figure:
     Colours come from data.show: official palette, HSV vectors (hue = direction, brightness =
     length relative to the panel's largest), disparity relative to the panel's largest, invalid black.
     """
-    fig = Figure(figsize=(16, 4.4))
+    fig = Figure(figsize=(16, 4.8))
     axes = fig.subplots(2, 4)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -280,8 +280,11 @@ def main(argv: list[str] | None = None) -> dict:
     amp_dtype = amp_for(cfg, device)
     split = args.split or cfg.data.val_split
     workers = cfg.data.num_workers if args.workers is None else args.workers
-    data = CityscapesMultiTask(dataset_root(args.root, cfg), split, size=cfg.data.size, augment=False,
-                               limit=args.limit)
+    try:
+        data = CityscapesMultiTask(dataset_root(args.root, cfg), split, size=cfg.data.size, augment=False,
+                                   limit=args.limit)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from e
     report = {"checkpoint": str(args.checkpoint), "step": step, "split": split, "root": str(data.root),
               "frames": len(data), "size": cfg.data.size, "tasks": list(cfg.tasks)}
 
