@@ -111,7 +111,7 @@ def test_cli_metrics_equal_evaluate_model(checkpoint, synthetic_root):
         assert (math.isnan(v) and math.isnan(report["metrics"][k])) or report["metrics"][k] == pytest.approx(v), k
 
 
-def test_bad_checkpoints_are_named(tmp_path, checkpoint):
+def test_bad_checkpoints_and_roots_are_named(tmp_path, checkpoint):
     with pytest.raises(SystemExit, match="not found"):
         evaluate.main(["--checkpoint", str(tmp_path / "nope.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -120,6 +120,8 @@ def test_bad_checkpoints_are_named(tmp_path, checkpoint):
     torch.save({"model": {}}, tmp_path / "keys.pt")
     with pytest.raises(SystemExit, match="missing keys"):
         evaluate.main(["--checkpoint", str(tmp_path / "keys.pt")])
+    with pytest.raises(SystemExit, match="nowhere"):
+        evaluate.main(["--checkpoint", str(checkpoint), "--root", str(tmp_path / "nowhere")])
     ckpt = torch.load(checkpoint, weights_only=True)
     ckpt["config"]["model"]["head_channels"] = 16  # weights no longer fit
     torch.save(ckpt, tmp_path / "mismatch.pt")

@@ -143,3 +143,15 @@ def test_full_resolution_rescales_vectors_and_disparity():
     assert full["semantic"].shape == (1, 19, 16, 64)
     assert torch.all(full["instance"][:, 0] == 8.0) and torch.all(full["instance"][:, 1] == 4.0)
     assert torch.all(full["depth"] == 16.0)
+
+
+def test_speed_benchmark_agrees_with_official(synthetic_root, capsys):
+    from bench.eval import main as bench_main
+
+    threads = torch.get_num_threads()
+    try:
+        result = bench_main(["--root", str(synthetic_root), "--frames", "3", "--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)  # the benchmark pins one thread for itself
+    assert result["frames"] == 3 and result["max_diff"] < 1e-9
+    assert "numbers identical" in capsys.readouterr().out
