@@ -22,9 +22,14 @@ $(DATA)/.complete: | $(STAMP)
 
 data: $(DATA)/.complete
 
-# The main job on the embedded synthetic data.
+# The main job on the embedded synthetic data: train (or resume, or skip if finished), evaluate,
+# print the metrics table, draw sigma^2 / effective weights over training and a few val frames.
+DEMO := runs/demo
 demo: $(STAMP) $(DATA)/.complete
-	$(BIN)/python -m demo --data $(DATA)
+	$(BIN)/python train.py --config configs/demo.yaml data.root=$(DATA) run_dir=$(DEMO)
+	$(BIN)/python evaluate.py --checkpoint $(DEMO)/checkpoint.pt --root $(DATA) --out $(DEMO)/eval.json --figures $(DEMO)/figures
+	$(BIN)/python plots.py curves $(DEMO)/metrics.jsonl --out $(DEMO)/uncertainty.png
+	@echo "demo outputs: $(DEMO)/eval.json, $(DEMO)/uncertainty.png, $(DEMO)/figures/"
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,6 +37,9 @@ test: $(STAMP)
 
 bench: $(STAMP) $(DATA)/.complete
 	$(BIN)/python -m bench.data --root $(DATA)
+	$(BIN)/python -m bench.eval
+	$(BIN)/python -m bench.train --config configs/demo.yaml
+	$(BIN)/python -m bench.train --config configs/paper_tiny.yaml --steps 3 --warmup 1
 
 reproduce: $(STAMP) $(DATA)/.complete
 	CITYSCAPES_DATASET=$(abspath $(DATA)) $(BIN)/python reproduce.py all --preset synthetic-cpu

@@ -1,0 +1,57 @@
+"""Copy generated tables from results/ into README.md between include markers.
+
+    python update_readme.py [--check]
+
+README.md holds blocks of the form
+
+    <!-- include results/synthetic-cpu/table1.md -->
+    ...replaced by the file's content...
+    <!-- end include -->
+
+so every results table in the README is the file that `reproduce.py aggregate` wrote, never typed
+by hand. `--check` exits non-zero when the README is out of date (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+BLOCK = re.compile(r"(<!-- include (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
+
+
+def render(readme: str, root: Path = ROOT) -> str:
+    """README text with every include block filled from its file (a missing file says so)."""
+    def fill(m: re.Match) -> str:
+        path = root / m["path"]
+        body = path.read_text() if path.is_file() else f"*({m['path']} has not been generated yet)*\n"
+        if not body.endswith("\n"):
+            body += "\n"
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(fill, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="only report whether README.md is up to date")
+    args = p.parse_args(argv)
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md is out of date: run python update_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != old:
+        readme.write_text(new)
+    print(f"README.md: {len(BLOCK.findall(new))} include block(s) {'updated' if new != old else 'already current'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
