@@ -115,6 +115,15 @@ class Config:
             raise ValueError("no dataset root: set data.root=PATH or $CITYSCAPES_DATASET")
         return root
 
+    def autocast_dtype(self, device_type: str):
+        """The autocast dtype for `amp` on this device: "auto" is bf16 on GPU and off on CPU
+        (CPU autocast is slower than float32 there). None means full precision."""
+        import torch
+
+        if self.amp == "auto":
+            return torch.bfloat16 if device_type == "cuda" else None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[self.amp]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -97,13 +97,6 @@ def dataset_root(cli_root: str | None, cfg: Config) -> str:
     return root
 
 
-def amp_for(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype the run trained with: bf16 on GPU for "auto", none on CPU."""
-    if cfg.amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[cfg.amp]
-
-
 class PairedFrames(Dataset):
     """Item i of the input-resolution set and of the same frame at file resolution."""
 
@@ -277,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     model.to(device)
-    amp_dtype = amp_for(cfg, device)
+    amp_dtype = cfg.autocast_dtype(device.type)
     split = args.split or cfg.data.val_split
     workers = cfg.data.num_workers if args.workers is None else args.workers
     try:

@@ -66,13 +66,6 @@ def init_distributed(cfg: Config) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU by default, full precision on CPU (CPU autocast is slower)."""
-    if cfg.amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[cfg.amp]
-
-
 def make_datasets(cfg: Config) -> tuple[CityscapesMultiTask, CityscapesMultiTask]:
     d = cfg.data
     augment = Augment(flip=d.flip, scale=d.scale, crop=d.crop, jitter=d.jitter)
@@ -163,7 +156,7 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
         raise ConfigError(str(e)) from e
     optimizer = build_optimizer(cfg, model, weighting)
     scheduler = poly_schedule(optimizer, cfg.optim.iterations, cfg.optim.poly_power)
-    dtype = amp_dtype(cfg, device)
+    dtype = cfg.autocast_dtype(device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     step = 0

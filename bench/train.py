@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
-    dtype = train.amp_dtype(cfg, device)
+    dtype = cfg.autocast_dtype(device.type)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
