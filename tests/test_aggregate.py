@@ -163,6 +163,10 @@ def test_figure2_points_shared_runs_and_learned_point(paths):
     assert learned["seeds"] == [0, 1] and learned["missing_seeds"] == [2]
 
     md = (out / "figure2a.md").read_text()
+    assert f"![figure2a]({out / 'figure2a.png'})" in md
+    assert f"[uncertainty-semantic-depth]({out / 'curves' / 'uncertainty-semantic-depth.png'})" in \
+        (out / "table1.md").read_text()
+    assert reproduce._link(ROOT / "results" / "x" / "figure2a.png") == "/results/x/figure2a.png"  # GitHub: repo root
     assert "| 0.5 | 0.5 | missing | 56.3 | missing | 0.602 | none (missing 0) |" in md
     assert "| 1 | 0 | 55.00 | 59.4 | — | — | 0 |" in md
     assert "| learned | learned 0.25 | 61.00 ± 1.41 | 62.7 | 0.600 ± 0.000 | 0.533 | 0,1 (missing 2) |" in md
