@@ -159,7 +159,7 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
     dtype = cfg.autocast_dtype(device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    step = 0
+    step, started = 0, time.perf_counter()
     if ckpt_path.exists():  # resume
         ckpt = load_checkpoint(ckpt_path)
         check_same_experiment(cfg, ckpt["config"], run_dir)
@@ -264,6 +264,7 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
         write_json(final_path, {
             "step": step, "iterations": cfg.optim.iterations, "metrics": metrics, "config": _plain(cfg.to_dict()),
             "config_hash": cfg.hash(), "command": command or sys.argv, "git_commit": git_commit(),
+            "wall_time_s": time.perf_counter() - started,  # this invocation only (after a resume: since it)
             "weighting": {k: v.tolist() for k, v in weighting.state_dict().items()}})
     log.close()
     return {"metrics": metrics, "model": model, "weighting": weighting}
