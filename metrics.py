@@ -101,22 +101,14 @@ class MultiTaskMetrics:
         self.sums[_SEEN_SEMANTIC] = 1
 
     def _update_instance(self, pred: torch.Tensor, batch: dict) -> None:
-        gt = _need(batch, "instance", "instance").to(pred.device)
-        mask = _need(batch, "instance", "instance_mask").to(pred.device)
-        _same_shape("instance", pred, gt)
-        if mask.shape != (gt.shape[0], *gt.shape[2:]):
-            raise ValueError(f"instance_mask shape {tuple(mask.shape)} does not match instance {tuple(gt.shape)}")
+        gt, mask = _target_and_mask(batch, "instance", pred)
         err = (pred.float() - gt.float()).abs().sum(1)  # (B,H,W) |dx| + |dy|
         self.sums[_INST_ABS] += torch.where(mask, err, 0).sum(dtype=torch.float64)
         self.sums[_INST_COUNT] += mask.sum()
         self.sums[_SEEN_INSTANCE] = 1
 
     def _update_depth(self, pred: torch.Tensor, batch: dict) -> None:
-        gt = _need(batch, "depth", "depth").to(pred.device)
-        mask = _need(batch, "depth", "depth_mask").to(pred.device)
-        _same_shape("depth", pred, gt)
-        if mask.shape != (gt.shape[0], *gt.shape[2:]):
-            raise ValueError(f"depth_mask shape {tuple(mask.shape)} does not match depth {tuple(gt.shape)}")
+        gt, mask = _target_and_mask(batch, "depth", pred)
         diff = (pred.float() - gt.float())[:, 0]  # (B,H,W)
         self.sums[_DEPTH_ABS] += torch.where(mask, diff.abs(), 0).sum(dtype=torch.float64)
         self.sums[_DEPTH_SQ] += torch.where(mask, diff.double().square(), 0).sum()
@@ -173,6 +165,16 @@ def _need(batch: dict, task: str, key: str) -> torch.Tensor:
     if key not in batch:
         raise KeyError(f"batch has no '{key}', needed to score task '{task}' (batch keys: {sorted(batch)})")
     return batch[key]
+
+
+def _target_and_mask(batch: dict, task: str, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A regression task's (B,C,H,W) target and (B,H,W) validity mask, checked against `pred`."""
+    gt = _need(batch, task, task).to(pred.device)
+    mask = _need(batch, task, f"{task}_mask").to(pred.device)
+    _same_shape(task, pred, gt)
+    if mask.shape != (gt.shape[0], *gt.shape[2:]):
+        raise ValueError(f"{task}_mask shape {tuple(mask.shape)} does not match {task} {tuple(gt.shape)}")
+    return gt, mask
 
 
 def _same_shape(task: str, pred: torch.Tensor, gt: torch.Tensor) -> None:
