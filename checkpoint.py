@@ -6,43 +6,18 @@ tensors, numbers, strings, lists, tuples and dicts, so no pickled code is ever e
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call `write(file_object)` on a temporary file beside `path`, then rename it over `path`.
-
-    A crash (even SIGKILL) leaves either the old file or the new one, never a truncated file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from atomic_write import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `state` to `path` atomically."""
     atomic_write_bytes(path, lambda f: torch.save(state, f))
-
-
-def write_json(path: Path, obj) -> None:
-    """Write `obj` as indented JSON atomically."""
-    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def load_checkpoint(path: Path) -> dict:

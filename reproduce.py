@@ -34,13 +34,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import plots
+from atomic_write import write_json
 from config import Config, ConfigError, load_config
 from tasks import TASKS
 
@@ -212,22 +212,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data
-
-
-def write_json(path: Path, obj) -> None:
-    """Write `obj` as indented JSON through a temporary file and a rename: readers never see half a file.
-
-    (checkpoint.write_json does the same but imports torch, which planning and aggregation do not need.)
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def results_dir(preset: str, paths: Paths = Paths()) -> Path:

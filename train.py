@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from atomic_write import write_json
+from checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from config import Config, ConfigError, config_from_dict, load_config
 from data.cityscapes import CityscapesMultiTask
 from data.sampler import ResumableSampler, SeededItems
