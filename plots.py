@@ -116,6 +116,7 @@ def plot_figure2(fig_data: dict, out: Path) -> Path:
     fig = Figure(figsize=(10, 3.4 * len(columns)), layout="constrained")
     axes = fig.subplots(len(columns), 2, squeeze=False)
     learned = fig_data.get("learned") or {}
+    missing = sum(not p.get("seeds") for p in fig_data["points"])  # gaps are runs not made yet, not values
     for row, col in enumerate(columns):
         for side, ax in zip(("ours", "paper"), axes[row]):
             # A missing point is NaN, which breaks the line there: nothing is drawn across a gap.
@@ -138,8 +139,7 @@ def plot_figure2(fig_data: dict, out: Path) -> Path:
             ax.set_xlabel("depth weight")
             ax.set_ylabel(COLUMN_LABELS.get(col, col))
             title = fig_data["ours_label"] if side == "ours" else fig_data["paper_label"]
-            missing = sum(not p.get("seeds") for p in fig_data["points"])
-            if side == "ours" and missing:  # gaps are runs not made yet, not values
+            if side == "ours" and missing:
                 title += f": {missing} of {len(fig_data['points'])} weight pairs not run yet"
             ax.set_title(title, fontsize=9)
             ax.grid(True, alpha=0.3)

@@ -670,15 +670,13 @@ def aggregate(preset: str, seeds: dict[str, tuple[int, ...]], paths: Paths = Pat
     write_json(out_dir / "table1.json", t1)
     (out_dir / "table1.md").write_text(table1_markdown(t1))
     written = [*curves, out_dir / "table1.json", out_dir / "table1.md"]
+    used = {h for r in t1["rows"] for h in r["config_hash"].values()}
     for name in FIGURES:
         f = figure2(name, preset, seeds["sweep"], seeds["table1"], index, paper, paths)
         f["image"] = _link(out_dir / f"{name}.png")
         write_json(out_dir / f"{name}.json", f)
         (out_dir / f"{name}.md").write_text(figure2_markdown(f))
         written += [out_dir / f"{name}.json", out_dir / f"{name}.md", plots.plot_figure2(f, out_dir / f"{name}.png")]
-    used = {h for r in t1["rows"] for h in r["config_hash"].values()}
-    for name in FIGURES:
-        f = read_json(out_dir / f"{name}.json")
         used |= {h for p in [*f["points"], f["learned"]] if p for h in p["config_hash"].values()}
     unused = sorted(set(index) - used)
     if unused:
