@@ -30,7 +30,7 @@ from tqdm import tqdm
 from atomic_write import write_json
 from checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from config import Config, ConfigError, config_from_dict, load_config
-from data.cityscapes import CityscapesMultiTask
+from data.cityscapes import CityscapesMultiTask, DataError
 from data.sampler import ResumableSampler, SeededItems
 from data.transforms import Augment
 from evaluate import evaluate_model
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = ["python", *sys.argv] if argv is None else ["python", "train.py", *argv]
     try:
         return train(cfg, command)
-    except (NonFiniteLossError, ConfigError) as e:
+    except (NonFiniteLossError, ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     finally:
         if dist.is_initialized():

@@ -198,3 +198,10 @@ def test_two_process_gloo_ddp_keeps_replicas_identical(synthetic_root, tmp_path)
     assert (tmp_path / "run" / "metrics.json").exists()
     start = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in TASK_KINDS}).state_dict()
     assert any(not torch.equal(r0[f"weighting.{k}"], v) for k, v in start.items())  # log-variances trained
+
+
+def test_missing_dataset_root_exits_with_its_name(tmp_path):
+    with pytest.raises(SystemExit, match=r"error: .*nodata: dataset root is not a directory"):
+        train.main(["--config", str(ROOT / "configs" / "demo.yaml"), f"data.root={tmp_path / 'nodata'}",
+                    f"run_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
