@@ -2,6 +2,9 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +15,7 @@ from PIL import Image
 from data.labels import ID_TO_COLOR, INSTANCE_IDS, KNOWN_IDS, NAME_TO_ID
 from data.synthetic import BASELINE, generate, main
 
+ROOT = Path(__file__).resolve().parents[1]
 SKY, EGO = NAME_TO_ID["sky"], NAME_TO_ID["ego vehicle"]
 
 
@@ -149,3 +153,10 @@ def test_cli_writes_complete_marker_and_refuses_foreign_folders(tmp_path):
         main(["--out", str(foreign), "--train", "1", "--val", "0"])
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--size", "64"])
+
+
+def test_runs_as_a_module_from_the_repository_root():
+    command = [sys.executable, "-m", "data.synthetic", "--help"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--out" in result.stdout
