@@ -4,7 +4,7 @@
     python evaluate.py --checkpoint CKPT --official [--pred-dir DIR]   # + Table 2 numbers
     python evaluate.py --checkpoint CKPT --figures figures/            # qualitative grid
 
-The metrics (metrics.MultiTaskMetrics, re-exported here) are computed at the model's input
+The metrics (evaluation.MultiTaskMetrics) are computed at the model's input
 resolution over the whole split. `--official` also upsamples every prediction to ground-truth
 resolution, writes label-id PNGs and scores them with cityscapesscripts' evaluator (IoU class,
 iIoU class, IoU category, iIoU category, as in the paper's Table 2), and reports the disparity
@@ -22,59 +22,23 @@ import tempfile
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from checkpoint import load_checkpoint
-from config import Config, ConfigError, config_from_dict
-from data import show
 from data.cityscapes import CityscapesMultiTask, DataError
-from data.labels import ID_TO_TRAINID, INSTANCE_IDS
-from metrics import MultiTaskMetrics
-from official_eval import run_pixel_level, to_full_resolution, write_prediction_png
+from engine.checkpoint import load_checkpoint
+from engine.config import Config, ConfigError, config_from_dict
+from evaluation import MultiTaskMetrics, evaluate_model
+from evaluation.figures import write_figures
+from evaluation.official import evaluate_official
 
 __all__ = ["MultiTaskMetrics", "evaluate_model", "main"]
-
-# trainIds of the classes whose objects are instances (person ... bicycle).
-INSTANCE_TRAIN_IDS = torch.tensor(sorted(int(ID_TO_TRAINID[i]) for i in INSTANCE_IDS))
-
-
-def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
-                   amp_dtype: torch.dtype | None = None, tasks=None) -> dict[str, float]:
-    """MultiTaskMetrics of `model` over `loader` (summed over DDP processes); restores train mode.
-
-    `tasks` limits the scored tasks (default: every task the model outputs). Under DDP each
-    process passes its own shard of the split; the accumulators are summed before computing.
-    """
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    metrics = MultiTaskMetrics()
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(batch["image"])  # {task: (B, C, H, W)}
-            metrics.update(_select(outputs, tasks), batch)
-    metrics.all_reduce()
-    model.train(was_training)
-    return metrics.compute()
-
-
-def _select(outputs: dict[str, torch.Tensor], tasks) -> dict[str, torch.Tensor]:
-    if tasks is None:
-        return outputs
-    missing = [t for t in tasks if t not in outputs]
-    if missing:
-        raise KeyError(f"the model does not output task(s) {missing}; it outputs {list(outputs)}")
-    return {t: outputs[t] for t in tasks}
 
 
 # ----------------------------------------------------------------------------- checkpoint and data
 
 def load_model(path: str | Path) -> tuple[Config, torch.nn.Module, int]:
     """(config, model with the checkpoint's weights, training step) from a train.py checkpoint."""
-    from models import build_model  # the model code is only needed here, not by evaluate_model
+    from models import build_model
 
     ckpt = load_checkpoint(Path(path))
     try:
@@ -97,105 +61,6 @@ def dataset_root(cli_root: str | None, cfg: Config) -> str:
     return root
 
 
-class PairedFrames(Dataset):
-    """Item i of the input-resolution set and of the same frame at file resolution."""
-
-    def __init__(self, inputs: CityscapesMultiTask, full: CityscapesMultiTask):
-        self.inputs, self.full = inputs, full
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, i: int) -> tuple[dict, dict]:
-        return self.inputs[i], self.full[i]
-
-
-# ----------------------------------------------------------------------------- --official
-
-def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device: torch.device,
-                      amp_dtype: torch.dtype | None, pred_dir: Path, workers: int = 0) -> dict:
-    """One pass: input-resolution metrics, full-resolution metrics, and the official pixel-level scores.
-
-    Each prediction is upsampled to the frame's file resolution (`official_eval.to_full_resolution`),
-    its argmax written as a label-id PNG to `pred_dir`, and scored there by cityscapesscripts.
-    """
-    full = data if data.size is None else CityscapesMultiTask(data.root, data.split, size=None, limit=len(data))
-    loader = DataLoader(PairedFrames(data, full), batch_size=1, num_workers=workers)
-    at_input, at_full = MultiTaskMetrics(), MultiTaskMetrics()
-    wrote_predictions = False
-    model.eval()
-    with torch.no_grad():
-        for i, (batch, gt) in enumerate(loader):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            gt = {k: v.to(device) for k, v in gt.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(batch["image"])
-            at_input.update(outputs, batch)
-            outputs = to_full_resolution(outputs, tuple(gt["semantic"].shape[-2:]))
-            at_full.update(outputs, gt)
-            if "semantic" in outputs:
-                write_prediction_png(pred_dir, data.frames[i].name, outputs["semantic"][0].argmax(0))
-                wrote_predictions = True
-    result = {"metrics": at_input.compute(), "full_resolution": at_full.compute()}
-    if wrote_predictions:  # a model without the semantic task has nothing for the official evaluator
-        result["official"] = run_pixel_level(data.root, data.split, pred_dir, [f.name for f in data.frames])
-    return result
-
-
-# ----------------------------------------------------------------------------- --figures
-
-def frame_figure(item: dict, outputs: dict, title: str) -> Figure:
-    """2x4 grid of one frame: input | semantics | instance vectors | disparity; top predicted, bottom true.
-
-    Colours come from data.show: official palette, HSV vectors (hue = direction, brightness =
-    length relative to the panel's largest), disparity relative to the panel's largest, invalid black.
-    """
-    fig = Figure(figsize=(16, 4.8))
-    axes = fig.subplots(2, 4)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    true_sem = item["semantic"]
-    pred_sem = outputs["semantic"].argmax(0) if "semantic" in outputs else None
-    # Predicted vectors matter only where an instance class is predicted (everywhere without semantics).
-    shown = torch.isin(pred_sem, INSTANCE_TRAIN_IDS) if pred_sem is not None else torch.ones_like(true_sem, dtype=bool)
-    panels = {
-        (0, 0): (title, show.image_rgb(item["image"])),
-        (1, 1): ("true semantics", show.semantic_rgb(true_sem)),
-        (1, 2): ("true instance vectors", show.vectors_rgb(item["instance"], item["instance_mask"])),
-        (1, 3): ("true disparity", show.disparity_rgb(item["depth"], item["depth_mask"])),
-    }
-    if pred_sem is not None:
-        panels[0, 1] = ("predicted semantics", show.semantic_rgb(pred_sem))
-    if "instance" in outputs:
-        panels[0, 2] = ("predicted instance vectors", show.vectors_rgb(outputs["instance"] * shown, shown))
-    if "depth" in outputs:
-        panels[0, 3] = ("predicted disparity", show.disparity_rgb(outputs["depth"], torch.ones_like(shown)))
-    for (row, col), (caption, rgb) in panels.items():
-        axes[row, col].imshow(rgb)
-        axes[row, col].set_title(caption, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-@torch.no_grad()
-def write_figures(model: torch.nn.Module, dataset: CityscapesMultiTask, device: torch.device, out_dir: Path,
-                  count: int = 4, amp_dtype: torch.dtype | None = None) -> list[Path]:
-    """`frame_figure` for the first `count` frames of `dataset`, one PNG per frame; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    paths = []
-    for i in range(min(count, len(dataset))):
-        item = dataset[i]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(item["image"][None].to(device))
-        outputs = {k: v[0].float().cpu() for k, v in outputs.items()}  # (C, H, W)
-        name = dataset.frames[i].name
-        paths.append(out_dir / f"{name}.png")
-        frame_figure(item, outputs, name).savefig(paths[-1], dpi=80)
-    return paths
-
-
-# ----------------------------------------------------------------------------- report
 
 def format_report(metrics: dict, official: dict | None = None, full: dict | None = None) -> str:
     """Per-class IoU table (with the official full-resolution column when given) and task metrics."""

@@ -1,24 +1,108 @@
-"""The three tasks of Kendall et al. (2018), named once for the whole project.
+"""The three tasks of Kendall et al. (2018), described once for the whole project.
 
-Every sample, model output, loss, weight and metric is a dict keyed by these names.
+Every sample, model output, loss, weight and metric is a dict keyed by task name. A `TaskSpec`
+says everything the rest of the code needs about a task: its likelihood kind (which decides the
+uncertainty-weighting form of Eq. 10), the head's output channels, the sample keys its loss and
+metric read, the loss, the metric accumulator, how its outputs rescale when resized, and the
+names and units of its headline metrics. Heads, losses, metrics, evaluation, plots and the
+experiment tables all read `TASK_SPECS`; none of them names a task.
 """
 
-TASKS: tuple[str, ...] = ("semantic", "instance", "depth")
+from __future__ import annotations
 
-# How each task's likelihood is modelled: decides the uncertainty-weighting form (Eq. 10).
-TASK_KINDS: dict[str, str] = {
-    "semantic": "classification",
-    "instance": "regression",
-    "depth": "regression",
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from torch import Tensor
+
+from data.labels import CLASS_NAMES, NUM_CLASSES
+from evaluation.accumulators import Accumulator, ConfusionMatrix, RegressionError
+from losses.base import KINDS
+from losses.pixel import cross_entropy_loss, masked_l1_loss
+
+__all__ = ["KINDS", "METRICS", "TASKS", "TASK_KINDS", "TASK_SPECS", "MetricSpec", "TaskSpec", "check_tasks"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric as tables and plots show it."""
+
+    key: str  # as in MultiTaskMetrics.compute(), e.g. "semantic/miou"
+    label: str  # e.g. "semantic mIoU"
+    unit: str  # e.g. "%", "px"
+    digits: int  # decimals shown in tables
+    higher_is_better: bool
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.unit})"
+
+    @property
+    def task(self) -> str:
+        return self.key.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: what the model predicts, how it is trained and how it is scored."""
+
+    name: str
+    kind: str  # "classification" | "regression"
+    display: str  # e.g. "semantic segmentation"
+    channels: int  # output channels of the task's head
+    targets: tuple[str, ...]  # sample keys the loss takes after the prediction, in order
+    loss: Callable[..., Tensor]  # loss(pred, *[batch[k] for k in targets]) -> scalar
+    # A fresh dataset-level metric accumulator; a classification one also takes `class_names=`.
+    accumulator: Callable[..., Accumulator]
+    # Per output channel, the image axis its values are measured along ("x", "y") or None: resizing
+    # an output from W_in to W_out pixels multiplies the "x" channels by W_out / W_in.
+    pixel_axes: tuple[str | None, ...]
+    metrics: tuple[MetricSpec, ...]  # headline metrics (the paper's columns), best first
+
+    def loss_of(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """This task's scalar loss; a missing target key is named."""
+        missing = [k for k in self.targets if k not in batch]
+        if missing:
+            raise KeyError(f"{self.name} loss: batch has no {missing}; batch keys are {sorted(batch)}")
+        return self.loss(pred, *(batch[k] for k in self.targets))
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    "semantic": TaskSpec(
+        name="semantic", kind="classification", display="semantic segmentation", channels=NUM_CLASSES,
+        targets=("semantic",), loss=cross_entropy_loss,
+        accumulator=partial(ConfusionMatrix, task="semantic", target="semantic", class_names=CLASS_NAMES),
+        pixel_axes=(None,) * NUM_CLASSES,
+        metrics=(MetricSpec("semantic/miou", "semantic mIoU", "%", 2, True),)),
+    "instance": TaskSpec(
+        name="instance", kind="regression", display="instance centroid vectors", channels=2,
+        targets=("instance", "instance_mask"), loss=masked_l1_loss,
+        accumulator=partial(RegressionError, task="instance", target="instance", mask="instance_mask"),
+        pixel_axes=("x", "y"),
+        metrics=(MetricSpec("instance/mean_error_px", "instance mean error", "px", 3, False),)),
+    "depth": TaskSpec(
+        name="depth", kind="regression", display="inverse depth (disparity)", channels=1,
+        targets=("depth", "depth_mask"), loss=masked_l1_loss,
+        accumulator=partial(RegressionError, task="depth", target="depth", mask="depth_mask", rmse=True),
+        pixel_axes=("x",),
+        metrics=(MetricSpec("depth/mean_error_px", "depth mean error", "px", 3, False),
+                 MetricSpec("depth/rmse_px", "depth RMSE", "px", 3, False))),
 }
+
+TASKS: tuple[str, ...] = tuple(TASK_SPECS)
+TASK_KINDS: dict[str, str] = {t: s.kind for t, s in TASK_SPECS.items()}
+METRICS: dict[str, MetricSpec] = {m.key: m for s in TASK_SPECS.values() for m in s.metrics}
 
 
 def check_tasks(tasks) -> tuple[str, ...]:
     """Return `tasks` as a tuple in canonical order, or raise naming the unknown ones."""
     tasks = tuple(tasks)
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASK_SPECS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; valid tasks are {list(TASKS)}")
     if not tasks:
         raise ValueError(f"at least one task is needed; valid tasks are {list(TASKS)}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"task(s) listed twice in {list(tasks)}")
     return tuple(t for t in TASKS if t in tasks)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from data.labels import CLASS_NAMES, ID_TO_TRAINID, NUM_CLASSES
-from metrics import MultiTaskMetrics
-from official_eval import gt_label_files, run_pixel_level, write_prediction_png
+from evaluation import MultiTaskMetrics
+from evaluation.official import gt_label_files, run_pixel_level, write_prediction_png
 
 BLOCK = 16
 

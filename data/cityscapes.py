@@ -2,7 +2,7 @@
 
 Reads the official layout (leftImg8bit, gtFine labelIds/instanceIds, disparity) under a root that
 defaults to $CITYSCAPES_DATASET; real Cityscapes and the synthetic set go through the same code.
-Items are the dict of DESIGN.md; see data/targets.py for the conventions.
+Items are the dict of docs/design.md; see data/targets.py for the conventions.
 """
 
 import os
@@ -143,7 +143,7 @@ def read_sample(frame: Frame) -> Sample:
 
 
 def build_item(sample: Sample) -> dict[str, torch.Tensor]:
-    """The DESIGN.md item dict from a normalised, final-geometry sample."""
+    """The item dict (docs/design.md) from a normalised, final-geometry sample."""
     vectors, mask = centroid_vectors(sample.instance_ids, sample.centroids)
     depth, depth_mask = depth_target(sample.disparity, sample.label_ids, sample.disparity_scale)
     return {

@@ -1,6 +1,6 @@
 """Training targets from Cityscapes ground-truth arrays: pure numpy functions.
 
-Conventions (DESIGN.md): pixel (x, y) has its centre at column x, row y; a centroid is the mean
+Conventions (docs/design.md): pixel (x, y) has its centre at column x, row y; a centroid is the mean
 (x, y) of an instance's pixels at file resolution, mapped to output coordinates by
 `x_out = (x + 0.5) * W_out / W_file - 0.5`; disparity PNG value p gives `(p - 1) / 256` px for
 p > 0 and is invalid for p = 0; resizing by s multiplies disparity by s.

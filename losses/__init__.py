@@ -1,60 +1,63 @@
-"""Task losses and loss weighting: `task_losses`, the `WEIGHTINGS` registry and `build_weighting`."""
+"""Task losses and multi-task methods: `task_losses`, the `METHODS` registry and `build_weighting`.
+
+A method is one file in this package (its class and its options dataclass) plus one line in
+`METHODS` below; losses/base.py describes the two kinds (loss-space and gradient-space).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
-from config import Config, WeightingConfig
-from losses.tasks import TASK_LOSSES, task_losses
-from losses.weighting import FixedWeighting, UncertaintyWeighting, Weighting
-from tasks import TASK_KINDS
+from torch import Tensor
 
-__all__ = ["TASK_LOSSES", "WEIGHTINGS", "Weighting", "build_weighting", "build_weighting_from_config",
-           "task_losses"]
+import tasks
+from losses.base import GradientMethod, LossMethod, Method, StepContext
+from losses.dwa import DWA
+from losses.fixed import FixedWeighting
+from losses.gradient_mean import GradientMean
+from losses.pcgrad import PCGrad
+from losses.uncertainty import UncertaintyWeighting
 
-# name -> Weighting subclass; a new method is one file plus one line here.
-WEIGHTINGS: dict[str, type[Weighting]] = {
+__all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "build_weighting",
+           "method_class", "task_losses"]
+
+# name -> method class; a new method is one file plus one line here.
+METHODS: dict[str, type[Method]] = {
     "fixed": FixedWeighting,
     "uncertainty": UncertaintyWeighting,
+    "dwa": DWA,
+    "gradient-mean": GradientMean,
+    "pcgrad": PCGrad,
 }
 
 
-def weighting_options(name: str) -> list[str]:
-    """The keyword options accepted by weighting method `name` (besides `tasks`)."""
-    if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {name!r}; valid weightings are {sorted(WEIGHTINGS)}")
-    params = inspect.signature(WEIGHTINGS[name].__init__).parameters
-    return [p for p in params if p not in ("self", "tasks")]
+def method_class(name: str) -> type[Method]:
+    """The registered class of method `name`, or an error listing the valid names."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid methods are {sorted(METHODS)}")
+    return METHODS[name]
 
 
-def build_weighting(name: str, tasks: dict[str, str], **options) -> Weighting:
-    """Build weighting method `name` for `tasks` (task -> "classification" | "regression")."""
-    valid = weighting_options(name)
+def make_options(name: str, **options):
+    """Method `name`'s options dataclass from keyword values; unknown names are an error listing the valid ones."""
+    cls = method_class(name).Options
+    valid = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for weighting {name!r}; valid options are {valid}")
-    return WEIGHTINGS[name](tasks, **options)
+        raise ValueError(f"unknown option(s) {unknown} for method {name!r}; valid options are {valid}")
+    return cls(**options)
 
 
-def build_weighting_from_config(cfg: Config) -> Weighting:
-    """Build `cfg.weighting.name` for `cfg.tasks`, passing the `cfg.weighting` fields it accepts.
+def build_weighting(name: str, tasks: dict[str, str], **options) -> Method:
+    """Build method `name` for `tasks` (task -> "classification" | "regression") with keyword options."""
+    return method_class(name)(tasks, make_options(name, **options))
 
-    A field the method does not take must keep its default value (e.g. `weighting.weights` with
-    `weighting.name=uncertainty` is an error, not silently ignored). `lr_mult` is for the optimiser.
-    """
-    w = cfg.weighting
-    valid = weighting_options(w.name)
-    defaults = WeightingConfig()
-    options, ignored = {}, []
-    for f in dataclasses.fields(w):
-        if f.name in ("name", "lr_mult"):
-            continue
-        value = getattr(w, f.name)
-        if f.name in valid:
-            options[f.name] = value
-        elif value != getattr(defaults, f.name):
-            ignored.append(f"weighting.{f.name}")
-    if ignored:
-        raise ValueError(f"{ignored} set but weighting {w.name!r} does not use it; its options are {valid}")
-    return build_weighting(w.name, {t: TASK_KINDS[t] for t in cfg.tasks}, **options)
+
+def task_losses(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The scalar float32 loss of every task present in `outputs`, keyed by task name."""
+    losses = {}
+    for task, pred in outputs.items():
+        if task not in tasks.TASK_SPECS:
+            raise ValueError(f"no loss for task {task!r}; valid tasks are {list(tasks.TASK_SPECS)}")
+        losses[task] = tasks.TASK_SPECS[task].loss_of(pred, batch)
+    return losses

@@ -1,7 +1,7 @@
 """The multi-task DeepLabV3 network: dilated ResNet encoder, ASPP, one decoder per task.
 
 `build_model(cfg)` returns a `MultiTaskDeepLab` built for `cfg.tasks` only. It holds no
-loss-weighting parameter: those belong to the weighting module (losses.build_weighting).
+loss-weighting parameter: those belong to the method module (losses.build_weighting).
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from config import Config
 from models.aspp import ASPP, aspp_rates
-from models.heads import TASK_CHANNELS, build_head
+from models.heads import build_head
 from models.resnet import BACKBONES, build_backbone, load_backbone_weights
 
-__all__ = ["BACKBONES", "TASK_CHANNELS", "MultiTaskDeepLab", "build_model"]
+__all__ = ["BACKBONES", "MultiTaskDeepLab", "build_model"]
 
 
 class MultiTaskDeepLab(nn.Module):
@@ -27,18 +26,24 @@ class MultiTaskDeepLab(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.tasks: tuple[str, ...] = tuple(heads)
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:  # (B, 3, H, W) -> {task: (B, C_task, H, W)}
+    def forward(self, image: Tensor, with_features: bool = False):
+        """(B, 3, H, W) -> {task: (B, C_task, H, W)}; with `with_features`, (outputs, shared features)."""
         size = image.shape[-2:]
-        features = self.aspp(self.backbone(image))  # (B, 1280 or 256, H/os, W/os)
-        return {task: F.interpolate(head(features), size=size, mode="bilinear", align_corners=False)
-                for task, head in self.heads.items()}
+        features = self.aspp(self.backbone(image))  # (B, 1280 or 256, H/os, W/os): what every head reads
+        outputs = {task: F.interpolate(head(features), size=size, mode="bilinear", align_corners=False)
+                   for task, head in self.heads.items()}
+        return (outputs, features) if with_features else outputs
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters every task's loss depends on (encoder + ASPP), for per-task-gradient methods."""
+        """Parameters every task's loss depends on (encoder + ASPP), for gradient-space methods."""
         return list(self.backbone.parameters()) + list(self.aspp.parameters())
 
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters only `task`'s loss depends on (its head)."""
+        return list(self.heads[task].parameters())
 
-def build_model(cfg: Config) -> MultiTaskDeepLab:
+
+def build_model(cfg) -> MultiTaskDeepLab:
     """Build the network described by `cfg.model` with one head per task in `cfg.tasks`."""
     m = cfg.model
     backbone = build_backbone(m.backbone, m.output_stride)

@@ -1,13 +1,10 @@
-"""One decoder per task (DESIGN.md decision 3) and the number of output channels of each task."""
+"""One decoder per task (docs/design.md decision 3); its output channels come from the task's TaskSpec."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from data.labels import NUM_CLASSES
-
-# Output channels per task: class logits, (dx, dy) to the instance centroid, inverse depth.
-TASK_CHANNELS: dict[str, int] = {"semantic": NUM_CLASSES, "instance": 2, "depth": 1}
+from tasks import TASK_SPECS
 
 
 class TaskHead(nn.Module):
@@ -32,6 +29,6 @@ class TaskHead(nn.Module):
 
 def build_head(task: str, in_channels: int, channels: int = 256, kernel: int = 3) -> TaskHead:
     """The decoder of `task`, with that task's number of output channels."""
-    if task not in TASK_CHANNELS:
-        raise ValueError(f"no head for task {task!r}; valid tasks are {list(TASK_CHANNELS)}")
-    return TaskHead(in_channels, TASK_CHANNELS[task], channels, kernel)
+    if task not in TASK_SPECS:
+        raise ValueError(f"no head for task {task!r}; valid tasks are {list(TASK_SPECS)}")
+    return TaskHead(in_channels, TASK_SPECS[task].channels, channels, kernel)

@@ -1,4 +1,4 @@
-"""Dilated ResNet backbones (DESIGN.md decision 2) built from torchvision's ResNet.
+"""Dilated ResNet backbones (docs/design.md decision 2) built from torchvision's ResNet.
 
 ResNet-50/101 use torchvision's own `replace_stride_with_dilation`. torchvision's BasicBlock
 refuses dilation, so ResNet-18/34 use `DilatedBasicBlock`, which only sets the dilation and

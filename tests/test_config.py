@@ -1,7 +1,6 @@
 """Config loading: presets, dotted overrides, unknown keys and bad values."""
 
 import pytest
-
 from config import Config, ConfigError, config_from_dict, load_config
 
 

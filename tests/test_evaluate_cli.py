@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from config import load_config
 from torch import nn
 
 import evaluate
-from config import load_config
 from data.labels import CLASS_NAMES, NUM_CLASSES
 from models import build_model
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from metrics import MultiTaskMetrics
 
 from data.labels import CLASS_NAMES, NUM_CLASSES
-from metrics import MultiTaskMetrics
 
 NAMES = ("a", "b", "c", "d")
 

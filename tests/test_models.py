@@ -5,9 +5,9 @@ import logging
 import pytest
 import torch
 import torchvision
+from config import Config, ModelConfig
 from torch import nn
 
-from config import Config, ModelConfig
 from data.labels import NUM_CLASSES
 from losses import build_weighting
 from models import BACKBONES, build_model

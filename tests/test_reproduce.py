@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config import load_config
 
 import reproduce
-from config import load_config
 from reproduce import Paths
 
 ROOT = Path(__file__).resolve().parents[1]

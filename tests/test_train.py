@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from config import load_config
 
 import train
-from config import load_config
 from losses import build_weighting, task_losses
 from models import build_model
 from tasks import TASK_KINDS

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from config import Config, WeightingConfig
 
 import losses as losses_pkg
-from config import Config, WeightingConfig
 from losses import WEIGHTINGS, Weighting, build_weighting, build_weighting_from_config
 
 LOG2 = math.log(2)  # s = log 2, i.e. sigma^2 = 2, exp(-s) = 0.5

@@ -1,0 +1,65 @@
+"""Building the training parts from a config: model, method, optimiser, schedule, scaler, DDP wrapper.
+
+train.py and bench/train.py both call `build_parts`, so the benchmark times exactly what training runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from engine.config import Config, ConfigError
+from engine.step import StepParts
+from losses import Method, build_weighting
+from models import build_model
+from tasks import TASK_KINDS
+
+
+def build_method(cfg: Config) -> Method:
+    """`cfg.method.name` for `cfg.tasks` with its options from the config."""
+    try:
+        return build_weighting(cfg.method.name, {t: TASK_KINDS[t] for t in cfg.tasks},
+                               **dataclasses.asdict(cfg.method.selected))
+    except ValueError as e:
+        raise ConfigError(f"method {cfg.method.name!r}: {e}") from e
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module) -> torch.optim.SGD:
+    """Paper SGD (Appendix A); weight decay only on conv/linear weights, never on norms, biases
+    or the method's own parameters (log-variances), which get their own learning-rate multiplier."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    o = cfg.optim
+    groups = [{"params": decay, "weight_decay": o.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    method_params = list(method.parameters())
+    if method_params:
+        groups.append({"params": method_params, "weight_decay": 0.0, "lr": o.lr * cfg.method.lr_mult})
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, iterations: int, power: float):
+    """lr = base_lr * (1 - step / iterations) ** power, stepped every iteration."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - min(step, iterations) / iterations) ** power)
+
+
+def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: int = 1, rank: int = 0) -> StepParts:
+    """Everything `engine.step.train_step` needs, freshly initialised from `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    if world > 1 and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    method = build_method(cfg).to(device)
+    optimizer = build_optimizer(cfg, model, method)
+    scheduler = poly_schedule(optimizer, cfg.optim.iterations, cfg.optim.poly_power)
+    dtype = cfg.autocast_dtype(device.type)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return StepParts(model=model, net=net, method=method, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                     autocast_dtype=dtype, grad_clip=cfg.optim.grad_clip, seed=cfg.seed,
+                     steps_per_epoch=steps_per_epoch, iterations=cfg.optim.iterations, world=world, rank=rank,
+                     device=device)

@@ -1,0 +1,60 @@
+"""Checkpoint files: atomic writes, RNG state capture, and loading with clear errors.
+
+A checkpoint is one dict (see train.py) loadable with `torch.load(..., weights_only=True)`: only
+tensors, numbers, strings, lists, tuples and dicts, so no pickled code is ever executed on load.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.atomic import atomic_write_bytes
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write `state` to `path` atomically."""
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint on the CPU with weights_only=True; errors name the file and the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    missing = [k for k in ("config", "model", "step") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise RuntimeError(f"{path} is not a checkpoint of this project (missing keys {missing})")
+    return ckpt
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch (CPU and CUDA) RNG states, in weights_only-loadable types."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,444 @@
+"""The typed experiment configuration: dataclasses, YAML presets, dotted overrides, experiment identity.
+
+A run is described by one `Config`. It is built from zero or more YAML files applied in order
+(a preset, then overrides) and then `key=value` overrides with dotted keys (`data.root=/x`,
+`method.fixed.weights.semantic=0.89`). Unknown keys and values of the wrong type are errors that
+list what is valid; every method's options are validated when the config is loaded.
+
+Methods (losses.METHODS) keep their options in their own dataclass, under `method.<name>`:
+
+    method:
+      name: fixed                       # the method this run trains with
+      fixed: {weights: {semantic: 0.9}}
+      uncertainty: {form: gal}          # options of a method not selected are checked, then ignored
+
+The experiment identity (`Config.identity()`) hashes only the values that differ from the
+defaults (and, of the method options, only the selected method's), plus a schema version: adding a
+method, or an option with a default, never changes the identity of an existing experiment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from losses import METHODS, build_weighting, method_class
+from tasks import TASK_KINDS, TASKS, check_tasks
+
+# Version of the identity scheme; bump it only if `Config.identity` itself changes meaning.
+IDENTITY_SCHEMA = 1
+# Fields that do not change the trained weights: not part of the identity.
+NOT_IDENTITY = frozenset({"name", "run_dir", "log_every", "val_every", "ckpt_every", "wandb", "eval_batch_size",
+                          "data.root", "data.num_workers"})
+
+
+@dataclass
+class DataConfig:
+    """Where the frames come from and how they are augmented."""
+
+    root: str | None = None  # None: $CITYSCAPES_DATASET
+    train_split: str = "train"
+    val_split: str = "val"
+    size: tuple[int, int] | None = (128, 256)  # (H, W) the whole frame is resized to; None: file size
+    crop: tuple[int, int] | None = None  # (H, W) random crop after scaling (train only)
+    scale: tuple[float, float] | None = None  # random scale range (train only), e.g. (0.7, 2.0)
+    flip: bool = True  # random horizontal flip (train only)
+    jitter: bool = False  # photometric jitter on the image (train only)
+    train_frames: int | None = None  # use only the first N train frames (None: all)
+    val_frames: int | None = None  # use only the first N val frames (None: all)
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """DeepLabV3-style encoder and one decoder per task (docs/design.md decisions 2 and 3)."""
+
+    backbone: str = "resnet101"
+    output_stride: int = 8
+    backbone_weights: str | None = None  # local torchvision ResNet state dict; nothing is downloaded
+    aspp_channels: int = 256
+    aspp_rates: tuple[int, int, int] = (12, 24, 36)  # at output stride 8; halved at 16
+    aspp_projection: bool = False  # the paper concatenates to 1280 channels without projection
+    head_channels: int = 256
+    head_kernel: int = 3  # 3: 3x3 conv first (Sec. 4); 1: the 1x1 variant of Appendix A
+
+
+@dataclass
+class MethodConfig:
+    """How the tasks are combined: the selected method (losses.METHODS) and each method's options."""
+
+    name: str = "uncertainty"
+    lr_mult: float = 1.0  # learning-rate multiplier of the method's own parameters (e.g. log-variances)
+    options: dict[str, object] = field(default_factory=dict)  # method name -> its options dataclass
+
+    @property
+    def selected(self):
+        """The selected method's options (its defaults when none were given)."""
+        return self.options.get(self.name) or method_class(self.name).Options()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "lr_mult": self.lr_mult, self.name: dataclasses.asdict(self.selected)}
+
+
+@dataclass
+class OptimConfig:
+    """The paper's optimiser (Appendix A), iteration based."""
+
+    iterations: int = 50_000
+    batch_size: int = 8  # global batch; split over the processes of a DDP run
+    lr: float = 2.5e-3  # Figure 2's caption says 0.01; we keep 2.5e-3 so sweep and Table 1 compare
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4  # not applied to norms, biases or log-variances
+    poly_power: float = 0.9
+    grad_clip: float | None = None
+
+
+@dataclass
+class Config:
+    """One experiment. `tasks` lists the trained tasks; the others are absent from the model."""
+
+    name: str = "default"
+    run_dir: str | None = None  # None: runs/<name>
+    tasks: tuple[str, ...] = TASKS
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    deterministic: bool = False
+    sync_bn: bool = False
+    log_every: int = 20
+    val_every: int = 0  # 0: validate only at the end
+    ckpt_every: int = 500
+    eval_batch_size: int = 8
+    wandb: str = "disabled"  # disabled | offline | online
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        self.tasks = check_tasks(self.tasks)
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    @property
+    def data_root(self) -> str:
+        root = self.data.root or os.environ.get("CITYSCAPES_DATASET")
+        if not root:
+            raise ValueError("no dataset root: set data.root=PATH or $CITYSCAPES_DATASET")
+        return root
+
+    def autocast_dtype(self, device_type: str):
+        """The autocast dtype for `amp` on this device: "auto" is bf16 on GPU and off on CPU
+        (CPU autocast is slower than float32 there). None means full precision."""
+        import torch
+
+        if self.amp == "auto":
+            return torch.bfloat16 if device_type == "cuda" else None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[self.amp]
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (the method section holds only the selected method's options)."""
+        d = {f.name: dataclasses.asdict(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
+             else getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method"}
+        d["method"] = self.method.to_dict()
+        return _plain(d)
+
+    def identity(self, seed: bool = True) -> str:
+        """Short hash naming the experiment: the values that change the trained weights and differ from
+        the defaults, plus IDENTITY_SCHEMA. `seed=False` leaves the seed out (all seeds of one row)."""
+        base = Config()
+        base.method.name = self.method.name
+        values, defaults = _leaves(self), _leaves(base)
+        diff = {k: v for k, v in values.items() if k not in NOT_IDENTITY and defaults.get(k, _ABSENT) != v}
+        if not seed:
+            diff.pop("seed", None)
+        blob = json.dumps({"schema": IDENTITY_SCHEMA, "values": diff}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def differences(self, other: Config) -> list[str]:
+        """Dotted keys whose values differ between the two configs (identity fields only)."""
+        a, b = _leaves(self), _leaves(other)
+        keys = (a.keys() | b.keys()) - NOT_IDENTITY
+        return sorted(k for k in keys if a.get(k, _ABSENT) != b.get(k, _ABSENT))
+
+
+_ABSENT = object()
+
+
+def _plain(obj):
+    """Tuples -> lists so config.yaml, JSON and the identity read back the same everywhere."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _leaves(cfg: Config) -> dict:
+    """{dotted key: plain value} of every field; of the method options only the selected method's;
+    mappings (fixed weights) are single values."""
+    out = {}
+
+    def walk(prefix: str, node) -> None:
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if isinstance(node, MethodConfig) and f.name == "options":
+                walk(f"{prefix}{node.name}.", node.selected)
+            elif dataclasses.is_dataclass(value):
+                walk(f"{prefix}{f.name}.", value)
+            else:
+                out[prefix + f.name] = _plain(value)
+
+    walk("", cfg)
+    return out
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class _Override:
+    """A command-line value: the raw text (for string fields: `amp=off` stays "off", not YAML's
+    False) and its YAML reading (for everything else)."""
+
+    raw: str
+    parsed: object
+
+
+def _coerce(value, tp, where: str):
+    """Check `value` against the annotation `tp` and convert lists to tuples where needed."""
+    if isinstance(value, _Override):
+        is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        is_str = tp is str or (is_union and str in typing.get_args(tp))
+        value = value.raw if is_str and value.parsed is not None else value.parsed
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message is the most useful
+            return _coerce(value, options[0], where)
+        for arg in options:
+            with contextlib.suppress(ConfigError):
+                return _coerce(value, arg, where)
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list for {_type_name(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin is dict:
+        key_t, val_t = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            hint = " (in YAML, quote on/off/yes/no: 'off')" if isinstance(value, bool) else ""
+            raise ConfigError(f"{where}: expected a string, got {value!r}{hint}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _apply(obj, updates: dict, prefix: str = "", merge: bool = False) -> None:
+    """Set the fields of dataclass `obj` from the nested dict `updates`, checking keys and types.
+
+    A mapping-valued field (method.fixed.weights) is replaced by a YAML file's mapping but updated
+    key by key with `merge` (dotted command-line overrides).
+    """
+    if isinstance(obj, MethodConfig):
+        return _apply_method(obj, updates, prefix, merge)
+    hints = typing.get_type_hints(type(obj))
+    valid = [f.name for f in dataclasses.fields(obj)]
+    for key, value in updates.items():
+        where = f"{prefix}{key}"
+        if key not in valid:
+            raise ConfigError(f"unknown config key '{where}'; valid keys here: {', '.join(prefix + v for v in valid)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of sub-keys, got {value!r}")
+            _apply(current, value, where + ".", merge)
+        elif merge and isinstance(current, dict) and isinstance(value, dict):
+            setattr(obj, key, {**current, **_coerce(value, hints[key], where)})
+        else:
+            setattr(obj, key, _coerce(value, hints[key], where))
+
+
+def _apply_method(obj: MethodConfig, updates: dict, prefix: str, merge: bool) -> None:
+    """`method.name`, `method.lr_mult`, and `method.<registered name>.<option>` into that method's options."""
+    for key, value in updates.items():
+        where = f"{prefix}{key}"
+        if key in ("name", "lr_mult"):
+            setattr(obj, key, _coerce(value, str if key == "name" else float, where))
+        elif key in METHODS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of {key}'s options, got {value!r}")
+            options = obj.options.get(key) or method_class(key).Options()
+            _apply(options, value, where + ".", merge)
+            obj.options[key] = options
+        else:
+            raise ConfigError(f"unknown config key '{where}'; valid keys here: {prefix}name, {prefix}lr_mult and "
+                              f"one section per method: {', '.join(prefix + m for m in METHODS)}")
+
+
+def _nest(dotted: str, value) -> dict:
+    out: dict = {}
+    node = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """`a.b=1` -> {"a": {"b": 1}}; the value is read as YAML (numbers, lists, null, booleans)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    return _nest(key.strip(), _Override(raw, value))
+
+
+def overrides_from_mapping(updates: dict, node=None, prefix: str = "") -> list[str]:
+    """`key=value` command-line overrides that apply the nested mapping `updates` (as a YAML file would:
+    a mapping-valued field is replaced whole). Used to turn a manifest row into a train.py command."""
+    node = Config() if node is None else node
+    out = []
+    for key, value in updates.items():
+        if isinstance(node, MethodConfig) and key in METHODS:
+            sub = method_class(key).Options()
+        else:
+            sub = getattr(node, key, None) if dataclasses.is_dataclass(node) else None
+        if isinstance(value, dict) and dataclasses.is_dataclass(sub):
+            out += overrides_from_mapping(value, sub, f"{prefix}{key}.")
+        else:
+            text = value if isinstance(value, str) else \
+                yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False)
+            out.append(f"{prefix}{key}={text.removesuffix(chr(10)).removesuffix(chr(10) + '...')}")
+    return out
+
+
+def load_config(files=(), overrides=()) -> Config:
+    """Build a Config from YAML files (applied in order) and then `key=value` overrides."""
+    cfg = Config()
+    names = []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            _apply(cfg, data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        if "name" not in data:
+            names.append(path.stem)
+        else:
+            names = [cfg.name]
+    if names:
+        cfg.name = "-".join(names)
+    for text in overrides:
+        _apply(cfg, parse_override(text), merge=True)
+    cfg.__post_init__()
+    _validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a Config saved with `Config.to_dict()` (e.g. from a checkpoint or a run record)."""
+    cfg = Config()
+    _apply(cfg, upgrade_config_dict(d))
+    cfg.__post_init__()
+    return cfg
+
+
+def upgrade_config_dict(d: dict) -> dict:
+    """A saved config in today's layout. Configs saved before methods had their own options (a flat
+    `weighting` section: name, weights, form, init_log_var, lr_mult) become `method` sections."""
+    if "weighting" not in d:
+        return d
+    d = dict(d)
+    old = dict(d.pop("weighting"))
+    name = old.pop("name", "uncertainty")
+    lr_mult = old.pop("lr_mult", 1.0)
+    fields = {f.name for f in dataclasses.fields(method_class(name).Options)}
+    d["method"] = {"name": name, "lr_mult": lr_mult, name: {k: v for k, v in old.items() if k in fields}}
+    return d
+
+
+def _validate(cfg: Config) -> None:
+    """Value checks that the types alone do not catch."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.model.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
+    need(cfg.model.head_kernel in (1, 3), f"model.head_kernel must be 1 or 3, got {cfg.model.head_kernel}")
+    need(cfg.optim.iterations > 0, "optim.iterations must be positive")
+    need(cfg.optim.batch_size > 0, "optim.batch_size must be positive")
+    need(cfg.optim.lr > 0, "optim.lr must be positive")
+    need(cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")
+    need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    need(cfg.wandb in ("disabled", "offline", "online"),
+         f"wandb must be disabled, offline or online, got {cfg.wandb!r}")
+    need(cfg.method.lr_mult >= 0, f"method.lr_mult must be >= 0, got {cfg.method.lr_mult}")
+    for name, options in list(cfg.method.options.items()):  # re-run each options class's own checks
+        try:
+            cfg.method.options[name] = dataclasses.replace(options)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"method.{name}: {e}") from e
+    try:  # the selected method's checks against the trained tasks (e.g. a weight for an untrained task)
+        build_weighting(cfg.method.name, {t: TASK_KINDS[t] for t in cfg.tasks},
+                        **dataclasses.asdict(cfg.method.selected))
+    except ValueError as e:
+        raise ConfigError(f"method {cfg.method.name!r}: {e}") from e
+    if cfg.data.scale is not None:
+        lo, hi = cfg.data.scale
+        need(0 < lo <= hi, f"data.scale must be 0 < low <= high, got {cfg.data.scale}")
+    for key in ("size", "crop"):
+        v = getattr(cfg.data, key)
+        need(v is None or (v[0] > 0 and v[1] > 0), f"data.{key} must be positive, got {v}")

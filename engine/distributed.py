@@ -1,0 +1,53 @@
+"""Process-group set-up and the replica check of DDP runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class ReplicaMismatchError(RuntimeError):
+    """DDP processes hold different parameters or method state."""
+
+
+def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun one process per GPU (or CPU process with gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return rank, world, torch.device("cuda", local_rank)
+    return rank, world, torch.device("cpu")
+
+
+def replica_digest(model: nn.Module, method: nn.Module) -> str:
+    """Hash of the bytes of the network's parameters and the method's whole state (parameters and
+    buffers). BatchNorm running statistics are left out: without sync_bn each process keeps its own."""
+    h = hashlib.blake2b(digest_size=16)
+    tensors = [p for _, p in sorted(model.named_parameters())] + [v for _, v in sorted(method.state_dict().items())]
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_replicas(model: nn.Module, method: nn.Module, step: int) -> dict:
+    """All-gather every process's digest; raise ReplicaMismatchError if they differ. Returns the
+    record kept in metrics.json: {"processes": N, "identical": True}."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if world == 1:
+        return {"processes": 1, "identical": True}
+    digests: list[str | None] = [None] * world
+    dist.all_gather_object(digests, replica_digest(model, method))
+    if len(set(digests)) > 1:
+        groups = {d: [r for r, x in enumerate(digests) if x == d] for d in dict.fromkeys(digests)}
+        raise ReplicaMismatchError(f"DDP replicas differ at step {step}: processes {list(groups.values())} hold "
+                                   f"different parameters or method state; the run cannot continue")
+    return {"processes": world, "identical": True}

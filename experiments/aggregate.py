@@ -1,0 +1,129 @@
+"""Aggregation: a manifest's rows filled from the run records, beside the paper's numbers.
+
+A row's results are every record whose config is the row's (same identity apart from the seed), so
+runs with seeds beyond the manifest's add to the table instead of being ignored; the manifest's
+seeds (or --seeds) only decide which are reported missing. Values are the mean and the sample
+standard deviation (n - 1) over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from experiments.layout import PAPER_JSON, Paths
+from experiments.manifest import Manifest, Row
+from experiments.plan import resolve, row_seeds, train_command
+from experiments.records import Record, read_json
+from losses import method_class
+from tasks import METRICS
+
+STD = "sample standard deviation over seeds (n - 1)"
+
+
+def load_paper(path=PAPER_JSON) -> dict:
+    """The paper's numbers (a copy of the authors' tables, see results/paper/)."""
+    return read_json(path)
+
+
+def summarize(values: list[float]) -> dict:
+    """mean, sample standard deviation (n - 1; None for one value), n and the values themselves."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": list(values)}
+
+
+def paper_values(paper: dict, manifest: Manifest, row: Row) -> dict[str, float | None]:
+    """{metric: the paper's value} for the row's paper reference ({} without one)."""
+    section = paper.get(manifest.paper) if manifest.paper else None
+    if section is None or row.paper is None:
+        return {}
+    ref, where = row.paper, f"{manifest.path}: row {row.name}: paper reference {row.paper}"
+    match = None
+    if "row" in ref:
+        match = next((r for r in section.get("rows", []) if isinstance(r, dict) and r.get("name") == ref["row"]), None)
+    elif "where" in ref:
+        cols = section.get("row_columns", [])
+        for values in section.get("rows", []):
+            candidate = dict(zip(cols, values))
+            if all(k in candidate and abs(candidate[k] - v) < 1e-9 for k, v in ref["where"].items()):
+                match = candidate
+                break
+    elif "key" in ref:
+        match = section.get(ref["key"])
+    if not isinstance(match, dict):
+        raise ValueError(f"{where} matches nothing in the paper's {manifest.paper!r}")
+    return {c.metric: match.get(c.paper) for c in manifest.columns if c.paper}
+
+
+def final_weights(records: list[Record]) -> dict[str, float] | None:
+    """Mean over seeds of the last logged effective weight of each task."""
+    per_task: dict[str, list[float]] = {}
+    for rec in records:
+        for key, series in (rec.data.get("curves") or {}).items():
+            if key.startswith("weight/") and series and math.isfinite(series[-1]):
+                per_task.setdefault(key.split("/", 1)[1], []).append(series[-1])
+    return {t: statistics.fmean(v) for t, v in per_task.items()} or None
+
+
+def learns_weights(records: list[Record]) -> bool:
+    """Whether any effective task weight changed during training (learned or scheduled weights)."""
+    return any(key.startswith("weight/") and len(set(series)) > 1
+               for rec in records for key, series in (rec.data.get("curves") or {}).items())
+
+
+def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper: dict,
+              seeds: tuple[int, ...] | None = None, paths: Paths = Paths()) -> dict:
+    """The table of `manifest` on `preset` from `records` (identity -> Record)."""
+    by_row: dict[str, list[Record]] = {}
+    for rec in records.values():
+        by_row.setdefault(rec.row_identity, []).append(rec)
+    rows = []
+    for row in manifest.rows:
+        planned = [resolve(manifest, row, s, preset, paths) for s in row_seeds(manifest, row, seeds)]
+        cfg = planned[0].config
+        found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed)
+        seen = {r.seed for r in found}
+        ours = {}
+        for col in manifest.columns:
+            if METRICS[col.metric].task in cfg.tasks:
+                values = [r.data["metrics"][col.metric] for r in found if col.metric in r.data["metrics"]]
+                ours[col.metric] = summarize(values) if values else None
+        weights = final_weights(found)
+        entry = {
+            "name": row.name, "label": row.label, "tasks": list(cfg.tasks),
+            "method": method_class(cfg.method.name).describe(cfg.method.name, cfg.method.selected, cfg.tasks),
+            "seeds": [r.seed for r in found], "missing_seeds": [r.seed for r in planned if r.seed not in seen],
+            "identity": {str(r.seed): r.identity for r in found} | {str(r.seed): r.identity for r in planned
+                                                                     if r.seed not in seen},
+            "git_commit": {str(r.seed): r.data.get("git_commit") for r in found},
+            "command": {str(r.seed): r.data.get("command") for r in found},
+            "planned_command": train_command(planned[0]),
+            "ours": ours, "paper": paper_values(paper, manifest, row), "final_weights": weights,
+            "learns_weights": learns_weights(found),
+        }
+        if manifest.is_sweep:
+            entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
+            entry["x_learned"] = row.x == "learned"
+        rows.append(entry)
+    section = (paper.get(manifest.paper) if manifest.paper else None) or {}
+    return {
+        "manifest": manifest.name, "preset": preset, "title": manifest.title, "description": manifest.description,
+        "generated_by": f"python reproduce.py aggregate --preset {preset}",
+        "columns": [{"metric": c.metric, "title": METRICS[c.metric].title, "digits": METRICS[c.metric].digits,
+                     "higher_is_better": METRICS[c.metric].higher_is_better, "paper": c.paper}
+                    for c in manifest.columns],
+        "x": manifest.x, "std": STD, "paper_caption": section.get("caption"),
+        "results": sum(len(r["seeds"]) for r in rows), "rows": rows,
+    }
+
+
+def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | None:
+    """The x task's share of the final effective weights of the row's tasks."""
+    if not weights or not set(tasks) <= set(weights):
+        return None
+    return weights[task] / sum(weights[t] for t in tasks)
+
+
+def results_of(table: dict) -> dict[tuple[str, int], str]:
+    """{(row, seed): identity} of the results a table holds."""
+    return {(row["name"], seed): row["identity"][str(seed)] for row in table["rows"] for seed in row["seeds"]}

@@ -1,0 +1,154 @@
+"""Experiment manifests: an experiment table as a YAML file in configs/experiments/.
+
+    title: "Table 1: ..."                  # shown above the table
+    description: ...                       # optional, one paragraph
+    paper: table1                          # optional: section of results/paper/kendall2018.json
+    seeds: [0, 1, 2]                       # seeds of every row (a row may set its own)
+    columns:                               # metrics shown (tasks.METRICS keys); `paper`: the paper's column
+      - {metric: semantic/miou, paper: semantic_miou_pct}
+    x: {label: depth weight, task: depth}  # optional: a sweep, drawn against x (rows then give `x`)
+    curves: true                           # optional: draw the learned task weights over training
+    rows:
+      - name: semantic-only                # unique within the manifest; a file-name-safe slug
+        label: Segmentation only           # optional: shown in the table (default: name)
+        config:                            # overrides applied on the preset, as in a YAML config file
+          tasks: [semantic]
+          method: {name: fixed, fixed: {weights: {semantic: 1.0}}}
+        paper: {row: Segmentation only}    # or {where: {w_semantic: 1.0, w_depth: 0.0}} or {key: learned}
+        x: 0.0                             # sweeps: the x value, or `learned` (the x task's learned share)
+        seeds: [0, 1, 2]                   # optional
+
+A row's config is checked against the preset when the experiment is planned (reproduce.py ...
+--dry-run), so a typo fails before anything trains.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from engine.config import ConfigError
+from tasks import METRICS, TASKS
+
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows"}
+_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds"}
+
+
+@dataclass(frozen=True)
+class Column:
+    metric: str  # a key of tasks.METRICS
+    paper: str | None = None  # the paper's name for this column in its section of the paper's JSON
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    config: dict
+    paper: dict | None = None
+    x: float | str | None = None
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str  # the file's stem: results are written as results/<preset>/<name>.{json,md,png}
+    path: Path
+    title: str
+    description: str
+    paper: str | None
+    seeds: tuple[int, ...]
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    x: dict | None = None  # {"label": ..., "task": ...} for a sweep
+    curves: bool = False
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.x is not None
+
+
+def _seeds(value, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in value):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _keys(d, valid: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {d!r}")
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(valid))}")
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and check one manifest; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the manifest ({e})") from e
+    _keys(data, _MANIFEST_KEYS, str(path))
+    for key in ("title", "seeds", "columns", "rows"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing key '{key}'")
+    seeds = _seeds(data["seeds"], f"{path}: seeds")
+    columns = []
+    for c in data["columns"]:
+        c = {"metric": c} if isinstance(c, str) else c
+        _keys(c, {"metric", "paper"}, f"{path}: columns")
+        if c.get("metric") not in METRICS:
+            raise ConfigError(f"{path}: unknown metric {c.get('metric')!r}; valid metrics: {', '.join(METRICS)}")
+        columns.append(Column(c["metric"], c.get("paper")))
+    x = data.get("x")
+    if x is not None:
+        _keys(x, {"label", "task"}, f"{path}: x")
+        if x.get("task") is not None and x["task"] not in TASKS:
+            raise ConfigError(f"{path}: x.task {x['task']!r} is not a task; valid tasks: {', '.join(TASKS)}")
+    rows, names = [], set()
+    for i, r in enumerate(data["rows"] or []):
+        where = f"{path}: row {r.get('name', i) if isinstance(r, dict) else i}"
+        _keys(r, _ROW_KEYS, where)
+        name = r.get("name")
+        if not isinstance(name, str) or not _SLUG.match(name):
+            raise ConfigError(f"{where}: name must be a slug of letters, digits, '.', '_' or '-', got {name!r}")
+        if name in names:
+            raise ConfigError(f"{where}: row name {name!r} is used twice")
+        names.add(name)
+        if not isinstance(r.get("config", {}), dict):
+            raise ConfigError(f"{where}: config must be a mapping of overrides")
+        if r.get("paper") is not None:
+            _keys(r["paper"], {"row", "where", "key"}, f"{where}: paper")
+        row_x = r.get("x")
+        if x is not None and not (isinstance(row_x, (int, float)) or row_x == "learned"):
+            raise ConfigError(f"{where}: a sweep row needs x: a number or 'learned', got {row_x!r}")
+        if row_x == "learned" and not (x or {}).get("task"):
+            raise ConfigError(f"{where}: x: learned needs the manifest's x.task")
+        rows.append(Row(name, str(r.get("label", name)), r.get("config") or {}, r.get("paper"),
+                        float(row_x) if isinstance(row_x, (int, float)) else row_x,
+                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None))
+    if not rows:
+        raise ConfigError(f"{path}: no rows")
+    return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
+                    data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)))
+
+
+def list_manifests(directory: Path) -> list[Manifest]:
+    """Every configs/experiments/*.yaml, sorted by name."""
+    return [load_manifest(p) for p in sorted(Path(directory).glob("*.yaml"))]
+
+
+def find_manifests(directory: Path, names) -> list[Manifest]:
+    """The named manifests, or an error listing the ones there are."""
+    available = {p.stem: p for p in sorted(Path(directory).glob("*.yaml"))}
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(f"no manifest named {', '.join(unknown)} in {directory}; "
+                          f"available: {', '.join(available) or 'none'}")
+    return [load_manifest(available[n]) for n in names]

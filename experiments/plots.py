@@ -1,0 +1,176 @@
+"""Figures: learned sigma^2 and effective task weights over training (the paper's Appendix B), and Figure 2.
+
+    python -m experiments.plots curves runs/demo/metrics.jsonl [--out curves.png]
+
+Drawn with matplotlib's object API (no pyplot), so importing or calling this never touches a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from tasks import TASKS
+
+CURVE_PREFIXES = ("sigma2/", "weight/")
+RUN_STYLES = ("-", "--", ":", "-.")
+
+
+def read_curves(path: Path, prefixes: tuple[str, ...] = CURVE_PREFIXES) -> dict[str, list[float]]:
+    """Series from a run's metrics.jsonl: {"step": [...], "sigma2/<task>": [...], "weight/<task>": [...]}.
+
+    Only lines holding at least one key with a wanted prefix count (validation lines do not). A last
+    line cut short by a crash is skipped; a broken line anywhere else is an error naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training log not found: {path}")
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                continue
+            raise ValueError(f"{path}:{i}: not a JSON line ({e})") from e
+        if not isinstance(row, dict) or "step" not in row:
+            raise ValueError(f"{path}:{i}: expected a JSON object with a 'step' key")
+        rows.append(row)
+    keys = sorted({k for r in rows for k in r if k.startswith(prefixes)})
+    rows = [r for r in rows if any(k in r for k in keys)]
+    curves = {"step": [r["step"] for r in rows]}
+    for k in keys:
+        curves[k] = [float(r.get(k, math.nan)) for r in rows]
+    return curves
+
+
+def thin(curves: dict[str, list], max_points: int = 200) -> dict[str, list]:
+    """Keep at most `max_points` evenly spaced entries of every series, always the first and the last."""
+    n = len(curves.get("step", []))
+    if n <= max_points:
+        return {k: list(v) for k, v in curves.items()}
+    keep = sorted({round(i * (n - 1) / (max_points - 1)) for i in range(max_points)})
+    return {k: [v[i] for i in keep] for k, v in curves.items()}
+
+
+def plot_uncertainty(runs: dict[str, dict[str, list]], out: Path, title: str = "") -> Path:
+    """Appendix B figure: sigma^2 and effective weight per task against the iteration, log y axes.
+
+    `runs` maps a label (e.g. "seed0") to the curves of one run (see `read_curves`); runs share
+    colours per task and differ in line style.
+    """
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (("sigma2/", "task uncertainty $\\sigma^2$"), ("weight/", "effective task weight"))
+    for ax, (prefix, label) in zip(axes, panels):
+        drawn = False
+        for r, (run, curves) in enumerate(runs.items()):
+            style = RUN_STYLES[r % len(RUN_STYLES)]
+            for task in TASKS:
+                key = prefix + task
+                if key not in curves:
+                    continue
+                ax.plot(curves["step"], curves[key], style, color=f"C{TASKS.index(task)}", linewidth=1.2,
+                        label=task if r == 0 else None)  # colours name the tasks, line styles the runs
+                drawn = True
+            if len(runs) > 1:
+                ax.plot([], [], style, color="grey", label=run)
+        if drawn:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f"no {prefix}* values logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out, dpi=110)
+
+
+def plot_sweep(table: dict, out: Path) -> Path:
+    """A sweep (Figure 2): each metric against x, ours (left) beside the paper's (right).
+
+    `table` is an aggregated sweep (experiments.aggregate.aggregate): "columns", "rows" (each with
+    "x", "x_learned", "ours" {metric: summary or None} and "paper" {metric: value or None}), "x" and
+    "title". A learned row is a star at its learned x (ours) and a dotted line at its value (both
+    sides; the paper does not report its learned weights).
+    """
+    columns = table["columns"]
+    points = [r for r in table["rows"] if not r["x_learned"]]
+    learned = [r for r in table["rows"] if r["x_learned"]]
+    fig = Figure(figsize=(10, 3.4 * len(columns)), layout="constrained")
+    axes = fig.subplots(len(columns), 2, squeeze=False)
+    missing = sum(not p["seeds"] for p in points)  # gaps are runs not made yet, not values
+    for i, col in enumerate(columns):
+        metric = col["metric"]
+        for side, ax in zip(("ours", "paper"), axes[i]):
+            # A missing point is NaN, which breaks the line there: nothing is drawn across a gap.
+            pts = sorted((p["x"], *_value(p[side].get(metric))) for p in points)
+            pts = [(x, math.nan if m is None else m, s or 0.0) for x, m, s in pts]
+            found = [pt for pt in pts if not math.isnan(pt[1])]
+            if found:
+                ax.plot([x for x, _, _ in pts], [m for _, m, _ in pts], "-", color="tab:blue")
+                ax.errorbar(*zip(*found), fmt="o", color="tab:blue", capsize=3, label="fixed weights")
+            drawn = False
+            for r in learned:
+                lm, _ = _value(r[side].get(metric))
+                if lm is not None:
+                    ax.axhline(lm, color="tab:red", linestyle=":", linewidth=1.2, label=r["label"])
+                    if side == "ours" and r["x"] is not None:
+                        ax.plot([r["x"]], [lm], "*", color="tab:red", markersize=14)
+                    drawn = True
+            if not found and not drawn:
+                ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.legend(fontsize=7)
+            ax.set_xlim(-0.03, 1.03)
+            ax.set_xlabel(table["x"]["label"])
+            ax.set_ylabel(col["title"])
+            title = f"ours ({table['preset']})" if side == "ours" else "paper"
+            if side == "ours" and missing:
+                title += f": {missing} of {len(points)} points not run yet"
+            ax.set_title(title, fontsize=9)
+            ax.grid(True, alpha=0.3)
+    fig.suptitle(table["title"])
+    return _save(fig, out, dpi=100)
+
+
+def _save(fig: Figure, out: Path, dpi: int) -> Path:
+    """Write the PNG; no software version in its metadata, so the bytes depend only on the data."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, metadata={"Software": None})
+    return out
+
+
+def _value(v) -> tuple[float | None, float | None]:
+    """(mean, std) of an aggregated summary dict, a plain paper number, or None."""
+    if v is None:
+        return None, None
+    if isinstance(v, dict):
+        return v["mean"], v.get("std")
+    return float(v), None
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("curves", help="sigma^2 and effective weights over training from a metrics.jsonl")
+    c.add_argument("log", type=Path, help="metrics.jsonl, or a run directory holding one")
+    c.add_argument("--out", type=Path, help="PNG to write (default: uncertainty.png beside the log)")
+    args = p.parse_args(argv)
+    log = args.log / "metrics.jsonl" if args.log.is_dir() else args.log
+    out = args.out or log.parent / "uncertainty.png"
+    print(plot_uncertainty({"run": read_curves(log)}, out, title=str(log.parent)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Run records: one small JSON per finished run in results/<preset>/runs/<identity>.json (committed).
+
+A record holds what the run's metrics.json says (metrics, resolved config, identity, command, git
+commit, seed, wall time, replica check, the method's final state) plus the learned-weight curves
+from its metrics.jsonl, never weights. Tables are computed from records only, so a fresh clone
+regenerates every committed table, and results accumulate across machines and days.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from engine.atomic import write_json
+from engine.config import Config, ConfigError, config_from_dict
+from experiments import plots
+from experiments.layout import Paths
+
+# Keys copied from a run's metrics.json.
+FINAL_KEYS = ("step", "iterations", "metrics", "config", "identity", "identity_schema", "command", "git_commit",
+              "wall_time_s", "replicas", "method_state")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; a corrupt or foreign file is an error naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+@dataclass
+class Record:
+    """One run record and the config it was trained with."""
+
+    path: Path
+    data: dict
+
+    @cached_property
+    def config(self) -> Config:
+        try:
+            return config_from_dict(self.data["config"])
+        except (ConfigError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.path}: its config does not load with this code ({e})") from e
+
+    @cached_property
+    def identity(self) -> str:
+        """Recomputed from the stored config (the truth), not read from the file."""
+        return self.config.identity()
+
+    @cached_property
+    def row_identity(self) -> str:
+        """The identity without the seed: what all seeds of one row share."""
+        return self.config.identity(seed=False)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+
+def record_from_run(run_dir: Path, preset: str) -> dict:
+    """The record of a finished run directory: metrics.json's fields plus the learned-weight curves."""
+    final = read_json(run_dir / "metrics.json")
+    missing = [k for k in ("metrics", "config") if k not in final]
+    if missing:
+        raise ValueError(f"{run_dir / 'metrics.json'}: missing keys {missing}")
+    record = {k: final[k] for k in FINAL_KEYS if k in final}
+    cfg = config_from_dict(final["config"])
+    record |= {"preset": preset, "seed": cfg.seed, "identity": cfg.identity()}
+    log = run_dir / "metrics.jsonl"
+    if log.exists():
+        curves = plots.read_curves(log)
+        if len(curves["step"]) > 1:
+            record["curves"] = plots.thin(curves)
+    return record
+
+
+def record_path(paths: Paths, preset: str, identity: str) -> Path:
+    return paths.records(preset) / f"{identity}.json"
+
+
+def write_record(paths: Paths, preset: str, record: dict) -> Path:
+    """Write (or replace) the record of one run."""
+    path = record_path(paths, preset, record["identity"])
+    write_json(path, record)
+    return path
+
+
+def load_records(paths: Paths, preset: str) -> dict[str, Record]:
+    """identity -> Record for every results/<preset>/runs/*.json."""
+    out: dict[str, Record] = {}
+    for path in sorted(paths.records(preset).glob("*.json")):
+        data = read_json(path)
+        if "metrics" not in data or "config" not in data:
+            raise ValueError(f"{path}: not a run record (needs metrics and config)")
+        record = Record(path, data)
+        out.setdefault(record.identity, record)
+    return out

@@ -1,0 +1,191 @@
+"""Running a plan: skip what has a record, export what finished, train the rest N at a time.
+
+Each training is `python train.py ...` in a subprocess (its output appended to <run_dir>/train.log);
+an interrupted run resumes from its checkpoint when launched again. With GPUs, each training gets
+one (CUDA_VISIBLE_DEVICES); on the CPU the cores are split between the trainings running at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import queue
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.config import config_from_dict
+from experiments.layout import ROOT, TRAIN_SCRIPT, Paths, rel
+from experiments.manifest import Manifest
+from experiments.plan import Job, plan, shard
+from experiments.records import Record, load_records, read_json, record_from_run, write_record
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (CUDA_VISIBLE_DEVICES order), empty without CUDA."""
+    import torch  # only here: planning and aggregation do not need it
+
+    count = torch.cuda.device_count()
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [s.strip() for s in env.split(",") if s.strip()] if env else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def job_env(slot: int, n_parallel: int, gpus: list[str], threads: int | None = None) -> dict[str, str]:
+    """Environment of the training in `slot`: its own GPU, and its share of the CPU cores (or `threads`)."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
+    env.setdefault("WANDB_MODE", "disabled")
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    threads = threads or max(1, cpu_count() // n_parallel)
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)  # torch's intra-op threads follow OMP
+    return env
+
+
+def status(job: Job, records: dict[str, Record]) -> str:
+    """done (record kept) | finished (metrics.json only) | resume (checkpoint) | new | conflict."""
+    run = job.run
+    if run.identity in records:
+        return "done"
+    final = run.run_dir / "metrics.json"
+    if not final.is_absolute():
+        final = ROOT / final
+    if final.exists():
+        same = config_from_dict(read_json(final)["config"]).identity() == run.identity
+        return "finished" if same else "conflict"
+    return "resume" if (final.parent / "checkpoint.pt").exists() else "new"
+
+
+def _abs(path: Path) -> Path:
+    return path if path.is_absolute() else ROOT / path
+
+
+def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = Paths(),
+             train_script: Path = TRAIN_SCRIPT, gpus: list[str] | None = None,
+             threads: int | None = None) -> dict[str, list]:
+    """Train `jobs` (none of them done), `n_parallel` at a time; record each run as it finishes.
+
+    Returns {"trained": [Job], "failed": [(Job, reason)]}.
+    """
+    gpus = visible_gpus() if gpus is None else gpus
+    slots: queue.Queue[int] = queue.Queue()
+    for s in range(n_parallel):
+        slots.put(s)
+    procs: dict[int, subprocess.Popen] = {}
+    walls: dict[int, float] = {}
+
+    def train_one(job: Job) -> int:
+        slot = slots.get()
+        try:
+            cmd = job.command(python=sys.executable, train_script=train_script)
+            run_dir = _abs(job.run.run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "train.log", "a") as log:
+                stamp = datetime.datetime.now().isoformat(timespec="seconds")
+                log.write(f"=== {stamp} launch: {shlex.join(cmd)}\n")
+                log.flush()
+                # Same process group as this runner: stopping the runner's group stops its trainings.
+                print(f"start    {job.run.name}", flush=True)
+                start = time.perf_counter()
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=job_env(slot, n_parallel, gpus, threads),
+                                        stdout=log, stderr=subprocess.STDOUT)
+                procs[id(job)] = proc
+                rc = proc.wait()
+                walls[id(job)] = time.perf_counter() - start
+                return rc
+        finally:
+            procs.pop(id(job), None)
+            slots.put(slot)
+
+    done: dict[str, list] = {"trained": [], "failed": []}
+    pool = concurrent.futures.ThreadPoolExecutor(n_parallel)
+    try:
+        futures = {pool.submit(train_one, job): job for job in jobs}
+        for fut in concurrent.futures.as_completed(futures):
+            job = futures[fut]
+            rc = fut.result()
+            run_dir = _abs(job.run.run_dir)
+            if rc != 0 or not (run_dir / "metrics.json").exists():
+                why = f"exited with status {rc}" if rc else "stopped before finishing (interrupted?)"
+                reason = f"train.py {why}; see {rel(run_dir / 'train.log')}"
+                done["failed"].append((job, reason))
+                print(f"FAILED {job.run.name}: {reason}", flush=True)
+                continue
+            try:
+                # launch_wall_s: the launch that finished the run (a resumed run's earlier launches not counted)
+                write_record(paths, preset, record_from_run(run_dir, preset)
+                             | {"launch_wall_s": round(walls[id(job)], 1)})
+            except (ValueError, OSError) as e:
+                done["failed"].append((job, str(e)))
+                print(f"FAILED {job.run.name}: {e}", flush=True)
+                continue
+            done["trained"].append(job)
+            print(f"finished {job.run.name} in {walls[id(job)]:.0f} s ({len(done['trained'])}/{len(jobs)})",
+                  flush=True)
+    finally:
+        for proc in list(procs.values()):  # interrupted: stop the trainings we started (they resume later)
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return done
+
+
+def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | None = None, n_parallel: int = 1,
+              shard_of: tuple[int, int] = (1, 1), dry_run: bool = False, paths: Paths = Paths(),
+              data_root: str | None = None, train_script: Path = TRAIN_SCRIPT,
+              threads: int | None = None) -> dict[str, list]:
+    """Plan, skip what has a record, record what finished, train the rest. Returns run_jobs' summary
+    plus "skipped" (done) and "exported" (finished runs whose record was written now)."""
+    jobs = shard(plan(preset, manifests, seeds, paths, data_root), *shard_of)
+    records = load_records(paths, preset)
+    summary: dict[str, list] = {"skipped": [], "exported": [], "trained": [], "failed": []}
+    todo, resumes = [], 0
+    for job in jobs:
+        state = status(job, records)
+        if dry_run:
+            print(f"{state:9s} {', '.join(job.names)} seed {job.run.seed} [{job.run.identity}]\n"
+                  f"          {shlex.join(job.command(train_script=train_script))}")
+        if state == "done":
+            summary["skipped"].append(job)
+        elif state == "finished":
+            if not dry_run:
+                write_record(paths, preset, record_from_run(_abs(job.run.run_dir), preset))
+            summary["exported"].append(job)
+        elif state == "conflict":
+            reason = (f"{rel(_abs(job.run.run_dir))} holds a finished run of a different config; move it away "
+                      "or delete it to rerun")
+            summary["failed"].append((job, reason))
+            print(f"FAILED {job.run.name}: {reason}")
+        else:
+            todo.append(job)
+            resumes += state == "resume"
+    print(f"{preset}: {len(jobs)} runs in shard {shard_of[0]}/{shard_of[1]}: {len(summary['skipped'])} done, "
+          f"{len(summary['exported'])} finished and recorded now, {len(todo) - resumes} to train, "
+          f"{resumes} to resume", flush=True)
+    if dry_run or not todo:
+        return summary
+    result = run_jobs(todo, preset, n_parallel, paths, train_script, threads=threads)
+    summary["trained"] = result["trained"]
+    summary["failed"] += result["failed"]
+    return summary
+
+
+def log_invocation(preset: str, argv: list[str], summary: dict, wall: float, n_parallel: int,
+                   paths: Paths = Paths()) -> None:
+    """Append one line per invocation to results/<preset>/reproduce-log.jsonl (the lab notebook's timing)."""
+    path = paths.results / preset / "reproduce-log.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {"command": ["python", "reproduce.py", *argv],
+           "finished": datetime.datetime.now().isoformat(timespec="seconds"), "wall_s": round(wall, 1),
+           "jobs": n_parallel, "cpus": cpu_count(), "machine": platform.machine(),
+           **{k: len(v) for k, v in summary.items()}}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

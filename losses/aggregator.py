@@ -1,0 +1,31 @@
+"""Gradient-space methods backed by a TorchJD aggregator (torchjd.aggregation)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torchjd.aggregation import Aggregator, WeightedAggregator
+
+from losses.base import GradientMethod, StepContext
+
+
+class AggregatorMethod(GradientMethod):
+    """`aggregate(J)` is exactly `self.aggregator(J)`; subclasses build the aggregator in `__init__`.
+
+    For a weighted aggregator (g = w @ J) the weights are computed here with the aggregator's own
+    `weighting`, the same arithmetic as its forward, so they can be logged as `weight/<task>`.
+    """
+
+    aggregator: Aggregator
+
+    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+        if J.dim() != 2 or J.shape[0] != len(self.tasks):
+            raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
+        if isinstance(self.aggregator, WeightedAggregator):
+            w = self.aggregator.weighting(J)
+            self._weights = w.detach()
+            return w @ J
+        return self.aggregator(J)
+
+    def logs(self) -> dict:
+        w = getattr(self, "_weights", None)
+        return {} if w is None else {f"weight/{t}": w[i] for i, t in enumerate(self.tasks)}

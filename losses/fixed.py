@@ -1,0 +1,47 @@
+"""Fixed task weights: total = sum_t w_t * L_t (the paper's Figure 2 sweep and Table 1 baselines)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from losses.base import LossMethod, StepContext
+
+
+@dataclass
+class FixedOptions:
+    weights: dict[str, float] = field(default_factory=dict)  # task -> weight; a trained task not named weighs 1
+
+
+class FixedWeighting(LossMethod):
+    """total = sum_t w_t * L_t with constant weights.
+
+    Tasks absent from `weights` weigh 1. Single-task training is this method with the other tasks
+    absent from the model; a weight for a task that is not trained is an error, and so is a negative
+    or non-finite weight (a negative one would ascend that task's loss).
+    """
+
+    Options = FixedOptions
+
+    def __init__(self, tasks: dict[str, str], options: FixedOptions | None = None) -> None:
+        super().__init__(tasks, options)
+        weights = dict(self.options.weights)
+        extra = [t for t in weights if t not in self.tasks]
+        if extra:
+            raise ValueError(f"weights given for task(s) {extra} that are not trained; trained tasks are "
+                             f"{list(self.tasks)}")
+        bad = {t: w for t, w in weights.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"fixed weights must be finite and >= 0, got {bad}")
+        self.weights: dict[str, float] = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+
+    @classmethod
+    def describe(cls, name: str, options: FixedOptions, tasks: tuple[str, ...]) -> str:
+        return "fixed " + " / ".join(f"{options.weights.get(t, 1.0):.3g}" for t in tasks)
+
+    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
+        self.check_losses(losses)
+        total = sum(self.weights[t] * losses[t].float() for t in self.tasks)
+        return total, {f"weight/{t}": w for t, w in self.weights.items()}

@@ -1,0 +1,20 @@
+"""Jacobian descent with the mean of the task gradients (torchjd.aggregation.Mean).
+
+g = (1/K) sum_k grad L_k: the same update as fixed weights of 1/K, reached through the
+gradient-space path. It is the reference that checks that path (head gradients, scaler, DDP).
+"""
+
+from __future__ import annotations
+
+from torchjd.aggregation import Mean
+
+from losses.aggregator import AggregatorMethod
+from losses.base import GradientOptions
+
+
+class GradientMean(AggregatorMethod):
+    """g = mean of the rows of J."""
+
+    def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        super().__init__(tasks, options)
+        self.aggregator = Mean()
