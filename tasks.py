@@ -65,7 +65,10 @@ class TaskSpec:
         missing = [k for k in self.targets if k not in batch]
         if missing:
             raise KeyError(f"{self.name} loss: batch has no {missing}; batch keys are {sorted(batch)}")
-        return self.loss(pred, *(batch[k] for k in self.targets))
+        try:
+            return self.loss(pred, *(batch[k] for k in self.targets))
+        except ValueError as e:
+            raise ValueError(f"{self.name}: {e}") from e
 
 
 TASK_SPECS: dict[str, TaskSpec] = {

@@ -158,9 +158,10 @@ class Config:
     def identity(self, seed: bool = True) -> str:
         """Short hash naming the experiment: the values that change the trained weights and differ from
         the defaults, plus IDENTITY_SCHEMA. `seed=False` leaves the seed out (all seeds of one row)."""
-        base = Config()
-        base.method.name = self.method.name
-        values, defaults = _leaves(self), _leaves(base)
+        values, defaults = _leaves(self), _leaves(Config())
+        selected = Config()
+        selected.method.name = self.method.name  # its options' defaults (method.name keeps the true default)
+        defaults |= {k: v for k, v in _leaves(selected).items() if k.startswith(f"method.{self.method.name}.")}
         diff = {k: v for k, v in values.items() if k not in NOT_IDENTITY and defaults.get(k, _ABSENT) != v}
         if not seed:
             diff.pop("seed", None)

@@ -34,7 +34,7 @@ def replica_digest(model: nn.Module, method: nn.Module) -> str:
     h = hashlib.blake2b(digest_size=16)
     tensors = [p for _, p in sorted(model.named_parameters())] + [v for _, v in sorted(method.state_dict().items())]
     for t in tensors:
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -1,6 +1,6 @@
 """Copy generated tables from results/ into README.md between include markers.
 
-    python update_readme.py [--check]
+    python -m experiments.readme [--check]
 
 README.md holds blocks of the form
 
@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- include (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     new = render(old)
     if args.check:
         if new != old:
-            print("README.md is out of date: run python update_readme.py", file=sys.stderr)
+            print("README.md is out of date: run python -m experiments.readme", file=sys.stderr)
             return 1
         return 0
     if new != old:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
 from losses.base import LossMethod, StepContext
 
 
@@ -14,13 +15,22 @@ from losses.base import LossMethod, StepContext
 class FixedOptions:
     weights: dict[str, float] = field(default_factory=dict)  # task -> weight; a trained task not named weighs 1
 
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.weights if t not in task_registry.TASKS]
+        if unknown:
+            raise ValueError(f"weights name unknown task(s) {unknown}; valid tasks are {list(task_registry.TASKS)}")
+        # A negative weight would ascend that task's loss.
+        bad = {t: w for t, w in self.weights.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"fixed weights must be finite and >= 0, got {bad}")
+
 
 class FixedWeighting(LossMethod):
     """total = sum_t w_t * L_t with constant weights.
 
     Tasks absent from `weights` weigh 1. Single-task training is this method with the other tasks
     absent from the model; a weight for a task that is not trained is an error, and so is a negative
-    or non-finite weight (a negative one would ascend that task's loss).
+    or non-finite weight.
     """
 
     Options = FixedOptions
@@ -32,9 +42,6 @@ class FixedWeighting(LossMethod):
         if extra:
             raise ValueError(f"weights given for task(s) {extra} that are not trained; trained tasks are "
                              f"{list(self.tasks)}")
-        bad = {t: w for t, w in weights.items() if not (math.isfinite(w) and w >= 0)}
-        if bad:
-            raise ValueError(f"fixed weights must be finite and >= 0, got {bad}")
         self.weights: dict[str, float] = {t: float(weights.get(t, 1.0)) for t in self.tasks}
 
     @classmethod

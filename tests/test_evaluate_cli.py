@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from config import load_config
 from torch import nn
 
 import evaluate
 from data.labels import CLASS_NAMES, NUM_CLASSES
+from engine.config import load_config
 from models import build_model
 
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",

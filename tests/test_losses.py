@@ -5,12 +5,19 @@ import math
 import pytest
 import torch
 
-from losses import TASK_LOSSES, task_losses
-from tasks import TASKS
+from losses import task_losses
+from tasks import METRICS, TASK_SPECS, TASKS
 
 
-def test_registry_covers_every_task():
-    assert list(TASK_LOSSES) == list(TASKS)
+def test_task_specs_name_every_task_once():
+    assert TASKS == ("semantic", "instance", "depth") and tuple(TASK_SPECS) == TASKS
+    for name, spec in TASK_SPECS.items():
+        assert spec.name == name and spec.kind in ("classification", "regression")
+        assert len(spec.pixel_axes) == spec.channels
+        assert all(m.task == name for m in spec.metrics)
+        assert spec.accumulator().task == name
+    assert TASK_SPECS["semantic"].channels == 19 and TASK_SPECS["instance"].pixel_axes == ("x", "y")
+    assert set(METRICS) == {"semantic/miou", "instance/mean_error_px", "depth/mean_error_px", "depth/rmse_px"}
 
 
 def semantic_case():
@@ -107,7 +114,7 @@ def test_only_tasks_in_outputs_and_clear_errors():
         task_losses({"depth": torch.zeros(1, 1, 2, 2)}, {"depth": torch.zeros(1, 1, 2, 2)})
     with pytest.raises(ValueError, match="normals"):
         task_losses({"normals": torch.zeros(1, 3, 2, 2)}, {})
-    with pytest.raises(ValueError, match="semantic: target shape"):
+    with pytest.raises(ValueError, match="semantic: .*target shape"):
         task_losses({"semantic": logits}, {"semantic": torch.zeros(1, 4, 4, dtype=torch.long)})
     with pytest.raises(ValueError, match="target shape"):
         task_losses({"instance": torch.zeros(1, 2, 2, 2)},

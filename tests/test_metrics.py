@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from metrics import MultiTaskMetrics
 
 from data.labels import CLASS_NAMES, NUM_CLASSES
+from evaluation import MultiTaskMetrics
 
 NAMES = ("a", "b", "c", "d")
 
@@ -38,7 +38,7 @@ def test_semantic_hand_computed():
     assert math.isnan(r["semantic/iou/d"])
     assert r["semantic/miou"] == pytest.approx((100 / 3 + 200 / 3 + 0) / 3)  # d left out of the mean
     assert r["semantic/pixel_acc"] == pytest.approx(60.0)  # 3 of 5 valid pixels
-    assert m.confusion.tolist() == [[1, 1, 1, 0], [0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert m.accumulators["semantic"].confusion.tolist() == [[1, 1, 1, 0], [0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     assert set(r) == {"semantic/miou", "semantic/pixel_acc"} | {f"semantic/iou/{n}" for n in NAMES}
 
 

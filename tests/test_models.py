@@ -5,10 +5,10 @@ import logging
 import pytest
 import torch
 import torchvision
-from config import Config, ModelConfig
 from torch import nn
 
 from data.labels import NUM_CLASSES
+from engine.config import Config, ModelConfig
 from losses import build_weighting
 from models import BACKBONES, build_model
 from models.aspp import ASPP, PooledBatchNorm, aspp_rates

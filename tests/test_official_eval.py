@@ -8,11 +8,11 @@ import pytest
 import torch
 from cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling import args as official_args
 from cityscapesscripts.helpers.labels import name2label
-from metrics import MultiTaskMetrics
-from official_eval import run_pixel_level, to_full_resolution, write_prediction_png
 from PIL import Image
 
 from data.labels import CLASS_NAMES, ID_TO_TRAINID, TRAINID_TO_ID
+from evaluation import MultiTaskMetrics
+from evaluation.official import run_pixel_level, to_full_resolution, write_prediction_png
 
 FRAMES = ("aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313")
 H, W, BLOCK = 64, 128, 8

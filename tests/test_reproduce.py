@@ -1,5 +1,5 @@
-"""Experiment files and the reproduction runner: paper weights on both presets, shared runs, shards, skip,
-parallel jobs, and a real train.py run killed mid-way and resumed."""
+"""Manifests and the reproduction runner: the paper's rows and weights on both presets, shared runs, shards,
+skip, parallel jobs, a manifest added with no code, and a real train.py run killed mid-way and resumed."""
 
 import json
 import os
@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config import load_config
 
 import reproduce
-from reproduce import Paths
+from engine.config import load_config
+from experiments import runner
+from experiments.layout import Paths
+from experiments.manifest import find_manifests, list_manifests
+from experiments.plan import plan, resolve, runs_of, shard
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("paper_tiny", "synthetic-cpu")
@@ -41,35 +44,51 @@ FIG2B = [(1, 0), (0.75, 0.25), (0.5, 0.5), (0.4, 0.6), (0.3, 0.7), (0.2, 0.8), (
          (0.025, 0.975), (0, 1)]
 
 
-# ----------------------------------------------------------------------------- experiment files
+# ----------------------------------------------------------------------------- manifests
+
+MANIFESTS = {m.name: m for m in list_manifests(ROOT / "configs" / "experiments")}
+
+
+def configs_of(name: str, preset: str) -> dict:
+    """{row name: resolved config (seed 0)} of a manifest on a preset."""
+    return {r.row.name: r.config for r in runs_of(MANIFESTS[name], preset, (0,))}
+
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_table1_files_are_the_papers_rows(preset):
-    names = sorted(p.stem for p in (ROOT / "configs" / "table1").glob("*.yaml"))
-    assert names == sorted(TABLE1)
+def test_table1_manifest_is_the_papers_rows(preset):
+    configs = configs_of("table1", preset)
+    assert sorted(configs) == sorted(TABLE1)
     base = load_config([ROOT / "configs" / f"{preset}.yaml"])
     for name, (tasks, method, weights) in TABLE1.items():
-        cfg = load_config([ROOT / "configs" / f"{preset}.yaml", ROOT / "configs" / "table1" / f"{name}.yaml"])
+        cfg = configs[name]
         assert cfg.tasks == tasks, name
-        assert cfg.weighting.name == method, name
-        assert cfg.weighting.weights == weights, name
-        # Only tasks and weighting change: the model, data and optimiser are the preset's.
-        assert (cfg.model, cfg.data, cfg.optim) == (base.model, base.data, base.optim), name
+        assert cfg.method.name == method, name
+        if method == "fixed":
+            assert cfg.method.selected.weights == weights, name
+        # Only tasks and the method change: the model, data and optimiser are the preset's.
+        assert (cfg.model, cfg.optim) == (base.model, base.optim), name
+        assert cfg.data.size == base.data.size and cfg.data.flip == base.data.flip, name
+    assert MANIFESTS["table1"].seeds == (0, 1, 2) and MANIFESTS["table1"].paper == "table1"
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("figure, first, pairs", [("2a", "semantic", FIG2A), ("2b", "instance", FIG2B)])
-def test_sweep_files_are_the_papers_weight_pairs(preset, figure, first, pairs):
-    files = sorted((ROOT / "configs" / "sweep").glob(f"fig{figure}-*.yaml"))
-    assert len(files) == len(pairs)
+def test_sweep_manifests_are_the_papers_weight_pairs(preset, figure, first, pairs):
+    m = MANIFESTS[f"figure{figure}"]
     found = []
-    for f in files:
-        cfg = load_config([ROOT / "configs" / f"{preset}.yaml", f])
-        w = cfg.weighting.weights
-        assert cfg.weighting.name == "fixed", f
-        assert cfg.tasks == tuple(t for t in (first, "depth") if w.get(t, 0) > 0), f  # weight 0: task absent
-        assert set(w) == set(cfg.tasks), f
-        assert sum(w.values()) == pytest.approx(1.0, abs=1e-12), f
+    for name, cfg in configs_of(m.name, preset).items():
+        row = next(r for r in m.rows if r.name == name)
+        if row.x == "learned":
+            assert cfg.method.name == "uncertainty" and cfg.tasks == tuple(t for t in TABLE1[name][0])
+            assert cfg.tasks == (first, "depth") and row.seeds == (0, 1, 2)
+            continue
+        w = cfg.method.selected.weights
+        assert cfg.method.name == "fixed", name
+        assert cfg.tasks == tuple(t for t in (first, "depth") if w.get(t, 0) > 0), name  # weight 0: task absent
+        assert set(w) == set(cfg.tasks), name
+        assert sum(w.values()) == pytest.approx(1.0, abs=1e-12), name
+        assert row.x == w.get("depth", 0.0) and row.paper == {"where": {f"w_{first}": w.get(first, 0.0),
+                                                                        "w_depth": w.get("depth", 0.0)}}
         found.append((w.get(first, 0.0), w.get("depth", 0.0)))
     assert sorted(found) == sorted((float(a), float(b)) for a, b in pairs)
 
@@ -77,7 +96,7 @@ def test_sweep_files_are_the_papers_weight_pairs(preset, figure, first, pairs):
 def test_synthetic_cpu_preset_keeps_the_paper_recipe_at_small_scale():
     cfg = load_config([ROOT / "configs" / "synthetic-cpu.yaml"])
     paper = load_config([ROOT / "configs" / "paper_tiny.yaml"])
-    assert cfg.tasks == ("semantic", "instance", "depth") and cfg.weighting.name == "uncertainty"
+    assert cfg.tasks == ("semantic", "instance", "depth") and cfg.method.name == "uncertainty"
     assert (cfg.model.backbone, cfg.model.output_stride, cfg.data.size) == ("resnet18", 8, (64, 128))
     assert cfg.optim.batch_size == paper.optim.batch_size == 8 and cfg.optim.iterations == 200
     for key in ("momentum", "nesterov", "weight_decay", "poly_power"):  # the paper's optimiser but the lr
@@ -87,39 +106,68 @@ def test_synthetic_cpu_preset_keeps_the_paper_recipe_at_small_scale():
 
 
 def test_plan_shares_identical_runs_and_shards_deterministically():
-    seeds = reproduce.DEFAULT_SEEDS
-    jobs = reproduce.plan("synthetic-cpu", reproduce.PARTS, seeds)
-    # 9 rows x 3 seeds + 21 sweep points x 1 seed, minus the 4 sweep endpoints that are single-task rows.
+    manifests = [MANIFESTS[n] for n in ("table1", "figure2a", "figure2b")]
+    jobs = plan("synthetic-cpu", manifests)
+    # 9 rows x 3 seeds + 21 sweep points x 1 seed; the 4 sweep endpoints are single-task rows and the
+    # two learned points (3 seeds each) are Table 1's 2-task uncertainty rows.
     assert len(jobs) == 9 * 3 + 21 - 4
-    assert len({j.run.config_hash for j in jobs}) == len(jobs)
-    shared = {j.run.experiment.name: sorted(j.names[1:]) for j in jobs if j.aliases}
-    assert shared == {"depth-only": ["fig2a-semantic0-depth1", "fig2b-instance0-depth1"],
-                      "instance-only": ["fig2b-instance1-depth0"], "semantic-only": ["fig2a-semantic1-depth0"]}
-    assert all(j.run.seed == 0 for j in jobs if j.aliases)
-    assert len(reproduce.plan("synthetic-cpu", ("sweep",), seeds)) == 20  # depth only is in both sweeps
+    assert len({j.run.identity for j in jobs}) == len(jobs)
+    shared = {f"{j.run.row.name} seed {j.run.seed}": sorted(j.names[1:]) for j in jobs if j.aliases}
+    assert shared == {
+        "depth-only seed 0": ["figure2a/fig2a-semantic0-depth1", "figure2b/fig2b-instance0-depth1"],
+        "instance-only seed 0": ["figure2b/fig2b-instance1-depth0"],
+        "semantic-only seed 0": ["figure2a/fig2a-semantic1-depth0"],
+        **{f"uncertainty-{t}-depth seed {s}": [f"figure2{f}/uncertainty-{t}-depth"]
+           for t, f in (("semantic", "a"), ("instance", "b")) for s in (0, 1, 2)}}
+    assert len(plan("synthetic-cpu", manifests[1:])) == 21 - 1 + 2 * 3  # depth only is in both sweeps
 
-    shards = [reproduce.shard(jobs, i, 3) for i in (1, 2, 3)]
-    flat = [j.run.config_hash for s in shards for j in s]
-    assert sorted(flat) == sorted(j.run.config_hash for j in jobs) and len(set(flat)) == len(jobs)
-    again = reproduce.plan("synthetic-cpu", reproduce.PARTS, seeds)
-    assert [j.run.config_hash for j in reproduce.shard(again, 2, 3)] == [j.run.config_hash for j in shards[1]]
+    shards = [shard(jobs, i, 3) for i in (1, 2, 3)]
+    flat = [j.run.identity for s in shards for j in s]
+    assert sorted(flat) == sorted(j.run.identity for j in jobs) and len(set(flat)) == len(jobs)
+    again = plan("synthetic-cpu", manifests)
+    assert [j.run.identity for j in shard(again, 2, 3)] == [j.run.identity for j in shards[1]]
     with pytest.raises(ValueError, match="1 <= i <= n"):
-        reproduce.shard(jobs, 0, 3)
+        shard(jobs, 0, 3)
 
     cmd = jobs[0].command(python="python")
-    assert cmd[:6] == ["python", "train.py", "--config", "configs/synthetic-cpu.yaml", "--config",
-                       f"configs/{jobs[0].run.experiment.part}/{jobs[0].run.experiment.name}.yaml"]
-    assert cmd[6:] == [f"seed={jobs[0].run.seed}",
-                       f"run_dir=runs/synthetic-cpu/{jobs[0].run.experiment.name}/seed{jobs[0].run.seed}"]
+    assert cmd == ["python", "train.py", "--config", "configs/synthetic-cpu.yaml", "tasks=[semantic]",
+                   "method.name=fixed", "method.fixed.weights={semantic: 1.0}", "seed=0",
+                   f"run_dir=runs/synthetic-cpu/{jobs[0].run.identity}"]
+    # The command alone rebuilds the run's config: the same identity without the manifest.
+    assert load_config([ROOT / cmd[3]], cmd[4:]).identity() == jobs[0].run.identity
+
+
+def test_identities_of_committed_rows_are_pinned():
+    """The identity scheme is part of the results' provenance: changing it orphans every committed record."""
+    m = MANIFESTS["table1"]
+    runs = {(r.row.name, r.seed): r.identity for r in runs_of(m, "synthetic-cpu")}
+    assert runs["uncertainty-3task", 0] == "01a9653031d4"
+    assert runs["semantic-only", 1] == resolve(m, m.rows[0], 1, "synthetic-cpu").identity
+
+
+def test_a_bad_row_fails_at_planning_naming_the_manifest_and_row(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "mini.yaml").write_text("optim: {iterations: 1}\n")
+    (tmp_path / "experiments" / "t.yaml").write_text(
+        "title: T\nseeds: [0]\ncolumns: [depth/mean_error_px]\nrows:\n"
+        "  - {name: r, config: {method: {name: fixed, fixed: {weights: {depht: 1}}}}}\n")
+    paths = Paths(tmp_path, tmp_path / "runs", tmp_path / "results")
+    with pytest.raises(Exception, match=r"t.yaml: row r: .*unknown task"):
+        plan("mini", find_manifests(paths.manifests, ["t"]), paths=paths)
+    (tmp_path / "experiments" / "u.yaml").write_text("title: U\nseeds: [0]\ncolumns: [depth/rmse]\nrows: []\n")
+    with pytest.raises(Exception, match="unknown metric 'depth/rmse'"):
+        find_manifests(paths.manifests, ["u"])
+    with pytest.raises(Exception, match="no manifest named nope.*available: t, u"):
+        find_manifests(paths.manifests, ["nope"])
 
 
 def test_job_env_splits_cores_or_gpus(monkeypatch):
-    monkeypatch.setattr(reproduce, "cpu_count", lambda: 8)
-    env = reproduce.job_env(1, 3, [])
+    monkeypatch.setattr(runner, "cpu_count", lambda: 8)
+    env = runner.job_env(1, 3, [])
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2" and "CUDA_VISIBLE_DEVICES" not in env
-    assert reproduce.job_env(0, 16, [])["OMP_NUM_THREADS"] == "1"
-    assert [reproduce.job_env(s, 3, ["4", "6"])["CUDA_VISIBLE_DEVICES"] for s in range(3)] == ["4", "6", "4"]
-    assert reproduce.job_env(0, 1, [], threads=1)["OMP_NUM_THREADS"] == "1"
+    assert runner.job_env(0, 16, [])["OMP_NUM_THREADS"] == "1"
+    assert [runner.job_env(s, 3, ["4", "6"])["CUDA_VISIBLE_DEVICES"] for s in range(3)] == ["4", "6", "4"]
+    assert runner.job_env(0, 1, [], threads=1)["OMP_NUM_THREADS"] == "1"
 
 
 # ----------------------------------------------------------------------------- runner, with a fake trainer
@@ -129,7 +177,7 @@ FAKE_TRAIN = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
     sys.path.insert(0, os.getcwd())
-    from config import load_config
+    from engine.config import load_config
     files = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--config"]
     overrides = [a for a in sys.argv[1:] if "=" in a]
     cfg = load_config(files, overrides)
@@ -139,30 +187,34 @@ FAKE_TRAIN = textwrap.dedent("""
         sys.exit(0)
     with open(run_dir / "launches.txt", "a") as f:
         f.write(f"{os.environ['OMP_NUM_THREADS']}\\n")
-    if os.environ.get("FAKE_FAIL") == run_dir.parent.name:
+    if os.environ.get("FAKE_FAIL") == ",".join(cfg.tasks):
         sys.exit(3)
     time.sleep(0.05)
     (run_dir / "metrics.jsonl").write_text(
-        json.dumps({"step": 1, "sigma2/depth": 2.0, "weight/depth": 0.25}) + "\\n")
+        json.dumps({"step": 1, "sigma2/depth": 2.0, "weight/depth": 0.25}) + "\\n"
+        + json.dumps({"step": 2, "sigma2/depth": 2.5, "weight/depth": 0.2}) + "\\n")
     metrics = {"semantic": {"semantic/miou": 10.0 + cfg.seed}, "depth": {"depth/mean_error_px": 1.0 + cfg.seed}}
     (run_dir / "metrics.json").write_text(json.dumps({
-        "step": 1, "iterations": 1, "config": cfg.to_dict(), "config_hash": cfg.hash(), "command": sys.argv,
+        "step": 2, "iterations": 2, "config": cfg.to_dict(), "identity": cfg.identity(), "command": sys.argv,
         "git_commit": "fake", "metrics": {k: v for t in cfg.tasks for k, v in metrics.get(t, {}).items()}}))
 """)
 SUBSET = {"table1": ["semantic-only", "depth-only", "uncertainty-semantic-depth"],
-          "sweep": ["fig2a-semantic1-depth0", "fig2a-semantic0.5-depth0.5", "fig2a-semantic0-depth1",
-                    "fig2b-instance0-depth1"]}
-SEEDS = {"table1": (0, 1), "sweep": (0,)}
+          "figure2a": ["fig2a-semantic1-depth0", "fig2a-semantic0.5-depth0.5", "fig2a-semantic0-depth1"],
+          "figure2b": ["fig2b-instance0-depth1"]}
 
 
 @pytest.fixture
 def fake(tmp_path):
-    """A few experiment files on a tiny preset, runs and results in tmp_path, and the fake trainer."""
+    """A few manifest rows on a tiny preset (Table 1 with seeds 0 and 1), runs and results in tmp_path,
+    and the fake trainer."""
     configs = tmp_path / "configs"
-    for part, names in SUBSET.items():
-        (configs / part).mkdir(parents=True)
-        for n in names:
-            shutil.copy(ROOT / "configs" / part / f"{n}.yaml", configs / part)
+    (configs / "experiments").mkdir(parents=True)
+    for name, rows in SUBSET.items():
+        data = yaml.safe_load((ROOT / "configs" / "experiments" / f"{name}.yaml").read_text())
+        data["rows"] = [r for r in data["rows"] if r["name"] in rows]
+        if name == "table1":
+            data["seeds"] = [0, 1]
+        (configs / "experiments" / f"{name}.yaml").write_text(yaml.safe_dump(data))
     (configs / "mini.yaml").write_text("model: {backbone: resnet18}\noptim: {iterations: 1}\n")
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAIN)
@@ -170,63 +222,93 @@ def fake(tmp_path):
 
 
 def launches(paths: Paths) -> dict[str, int]:
-    return {p.parent.parent.name + "/" + p.parent.name: len(p.read_text().split())
-            for p in sorted(paths.runs.rglob("launches.txt"))}
+    return {p.parent.name: len(p.read_text().split()) for p in sorted(paths.runs.rglob("launches.txt"))}
 
 
 def go(paths, script, n_parallel=2, shard_of=(1, 1)):
-    return reproduce.reproduce("mini", reproduce.PARTS, SEEDS, n_parallel, shard_of, paths=paths,
-                               train_script=script)
+    return runner.reproduce("mini", list_manifests(paths.manifests), None, n_parallel, shard_of, paths=paths,
+                            train_script=script)
 
 
 def test_runner_trains_each_distinct_run_once_and_skips_finished(fake, monkeypatch):
     paths, script = fake
-    monkeypatch.setattr(reproduce, "visible_gpus", lambda: [])
-    monkeypatch.setattr(reproduce, "cpu_count", lambda: 4)
+    monkeypatch.setattr(runner, "visible_gpus", lambda: [])
+    monkeypatch.setattr(runner, "cpu_count", lambda: 4)
     summary = go(paths, script)
-    trained = {f"{j.run.experiment.name}/seed{j.run.seed}" for j in summary["trained"]}
+    ids = {(r.row.name, r.seed): r.identity for j in plan("mini", list_manifests(paths.manifests), paths=paths)
+           for r in (j.run, *j.aliases)}
+    assert ids["fig2a-semantic1-depth0", 0] == ids["semantic-only", 0]  # one run serves both rows
     # 3 rows x 2 seeds, plus the one sweep point that is no Table 1 row; the endpoints are shared.
-    assert trained == {"semantic-only/seed0", "semantic-only/seed1", "depth-only/seed0", "depth-only/seed1",
-                       "uncertainty-semantic-depth/seed0", "uncertainty-semantic-depth/seed1",
-                       "fig2a-semantic0.5-depth0.5/seed0"}
-    assert launches(paths) == {name: 1 for name in trained}
-    assert set((paths.runs / "mini" / "depth-only" / "seed0" / "launches.txt").read_text().split()) == {"2"}  # 4/2
-    kept = paths.results / "mini" / "runs"
-    names = sorted(p.name for p in kept.glob("*.json"))
-    assert names == sorted([f"{n}.json".replace("/", "-") for n in trained] + [
-        "fig2a-semantic1-depth0-seed0.json", "fig2a-semantic0-depth1-seed0.json", "fig2b-instance0-depth1-seed0.json"])
-    endpoint = json.loads((kept / "fig2a-semantic0-depth1-seed0.json").read_text())
-    depth = json.loads((kept / "depth-only-seed0.json").read_text())
-    assert endpoint["config_hash"] == depth["config_hash"] and endpoint["experiment"] == "fig2a-semantic0-depth1"
-    assert endpoint["run_dir"].endswith("runs/mini/depth-only/seed0")
+    names = [("semantic-only", 0), ("semantic-only", 1), ("depth-only", 0), ("depth-only", 1),
+             ("uncertainty-semantic-depth", 0), ("uncertainty-semantic-depth", 1), ("fig2a-semantic0.5-depth0.5", 0)]
+    ids = {k: ids[k] for k in names}
+    assert {j.run.identity for j in summary["trained"]} == set(ids.values())
+    assert launches(paths) == {i: 1 for i in ids.values()}  # run directories are named by identity
+    assert set((paths.runs / "mini" / ids["depth-only", 0] / "launches.txt").read_text().split()) == {"2"}  # 4/2
+    kept = paths.records("mini")
+    assert sorted(p.stem for p in kept.glob("*.json")) == sorted(ids.values())
+    depth = json.loads((kept / f"{ids['depth-only', 0]}.json").read_text())
     assert depth["metrics"] == {"depth/mean_error_px": 1.0} and depth["git_commit"] == "fake"
-    assert depth["curves"] == {"step": [1], "sigma2/depth": [2.0], "weight/depth": [0.25]}
+    assert depth["seed"] == 0 and depth["preset"] == "mini" and depth["identity"] == ids["depth-only", 0]
+    assert depth["curves"] == {"step": [1, 2], "sigma2/depth": [2.0, 2.5], "weight/depth": [0.25, 0.2]}
     assert not any("checkpoint" in p.name or p.suffix == ".pt" for p in kept.iterdir())  # never weights
 
-    # Again: nothing to train. Then a run kept only as a result (its run dir is gone, e.g. trained on another
-    # machine) and a run finished but not yet exported: neither is retrained, the second is exported.
+    # Again: nothing to train. Then a run kept only as a record (its run dir is gone, e.g. trained on another
+    # machine) and a run finished but not yet recorded: neither is retrained, the second is recorded.
     summary = go(paths, script)
     assert summary["trained"] == [] and len(summary["skipped"]) == 7
-    shutil.rmtree(paths.runs / "mini" / "semantic-only" / "seed1")
-    (kept / "depth-only-seed1.json").unlink()
+    shutil.rmtree(paths.runs / "mini" / ids["semantic-only", 1])
+    (kept / f"{ids['depth-only', 1]}.json").unlink()
     summary = go(paths, script)
-    assert summary["trained"] == [] and [j.run.experiment.name for j in summary["exported"]] == ["depth-only"]
-    assert (kept / "depth-only-seed1.json").exists()
-    assert launches(paths) == {name: 1 for name in trained if name != "semantic-only/seed1"}
+    assert summary["trained"] == [] and [j.run.identity for j in summary["exported"]] == [ids["depth-only", 1]]
+    assert (kept / f"{ids['depth-only', 1]}.json").exists()
+    assert launches(paths) == {i: 1 for k, i in ids.items() if k != ("semantic-only", 1)}
+
+    # The tables: reproduce.py aggregates what the records hold.
+    assert reproduce.main(["aggregate", "--preset", "mini", "--configs-dir", str(paths.configs), "--runs-dir",
+                           str(paths.runs), "--results-dir", str(paths.results)]) == 0
+    t = json.loads((paths.results / "mini" / "table1.json").read_text())
+    assert t["results"] == 6 and (paths.results / "mini" / "figure2a.png").exists()
 
 
 def test_runner_reports_failures_and_shards(fake, monkeypatch):
     paths, script = fake
-    monkeypatch.setattr(reproduce, "visible_gpus", lambda: [])
-    monkeypatch.setenv("FAKE_FAIL", "depth-only")
+    monkeypatch.setattr(runner, "visible_gpus", lambda: [])
+    monkeypatch.setenv("FAKE_FAIL", "depth")
     first = go(paths, script, n_parallel=1, shard_of=(1, 2))
     second = go(paths, script, n_parallel=1, shard_of=(2, 2))
-    failed = [(j.run.experiment.name, j.run.seed) for j, _ in first["failed"] + second["failed"]]
-    assert sorted(failed) == [("depth-only", 0), ("depth-only", 1)]
+    failed = [(j.run.config.tasks, j.run.seed) for j, _ in first["failed"] + second["failed"]]
+    assert sorted(failed) == [(("depth",), 0), (("depth",), 1)]  # depth only: a Table 1 row and sweep endpoints
     assert all("exited with status 3" in why for _, why in first["failed"] + second["failed"])
-    done = [f"{j.run.experiment.name}{j.run.seed}" for j in first["trained"] + second["trained"]]
+    done = [(j.run.row.name, j.run.seed) for j in first["trained"] + second["trained"]]
     assert len(done) == len(set(done)) == 5  # the two shards are disjoint and cover the other runs
-    assert not (paths.results / "mini" / "runs" / "depth-only-seed0.json").exists()
+    assert len(list(paths.records("mini").glob("*.json"))) == 5
+
+
+def test_a_new_manifest_needs_no_code(fake, monkeypatch, capsys):
+    """A new benchmark table: one YAML file, run and aggregated by the same commands."""
+    paths, script = fake
+    monkeypatch.setattr(runner, "visible_gpus", lambda: [])
+    (paths.manifests / "bench.yaml").write_text(textwrap.dedent("""\
+        title: Methods on depth + semantics
+        seeds: [0]
+        columns: [semantic/miou, depth/mean_error_px]
+        rows:
+          - {name: dwa, config: {tasks: [semantic, depth], method: {name: dwa, dwa: {temperature: 2.0}}}}
+          - {name: pcgrad, config: {tasks: [semantic, depth], method: {name: pcgrad}}}
+          - {name: sum, config: {tasks: [semantic, depth], method: {name: fixed}}}
+    """))
+    bench = find_manifests(paths.manifests, ["bench"])
+    summary = runner.reproduce("mini", bench, None, 2, paths=paths, train_script=script)
+    assert len(summary["trained"]) == 3
+    assert reproduce.main(["aggregate", "bench", "--preset", "mini", "--configs-dir", str(paths.configs),
+                           "--results-dir", str(paths.results)]) == 0
+    md = (paths.results / "mini" / "bench.md").read_text()
+    assert "| dwa | dwa | 10.00 | 1.000 | 0 |" in md and "| pcgrad | pcgrad | 10.00 | 1.000 | 0 |" in md
+    assert "| sum | fixed 1 / 1 | 10.00 | 1.000 | 0 |" in md
+    assert reproduce.main(["list", "--configs-dir", str(paths.configs)]) == 0
+    listed = capsys.readouterr().out
+    assert "bench" in listed and "pcgrad         gradient-space  space='parameters'" in listed
 
 
 # ----------------------------------------------------------------------------- runner, with the real train.py
@@ -244,13 +326,16 @@ ITERATIONS = 6
 
 def test_killed_run_resumes_and_finished_runs_are_not_retrained(synthetic_root, tmp_path, capsys):
     configs = tmp_path / "configs"
-    (configs / "table1").mkdir(parents=True)
-    (configs / "sweep").mkdir()
-    shutil.copy(ROOT / "configs" / "table1" / "depth-only.yaml", configs / "table1")
+    (configs / "experiments").mkdir(parents=True)
+    data = yaml.safe_load((ROOT / "configs" / "experiments" / "table1.yaml").read_text())
+    data["rows"] = [r for r in data["rows"] if r["name"] == "depth-only"]
+    (configs / "experiments" / "depth.yaml").write_text(yaml.safe_dump(data))
     (configs / "tiny.yaml").write_text(TINY_PRESET)
-    run_dir = tmp_path / "runs" / "tiny" / "depth-only" / "seed0"
+    paths = Paths(configs, tmp_path / "runs", tmp_path / "results")
+    job = plan("tiny", find_manifests(paths.manifests, ["depth"]), (0,), paths)[0]
+    run_dir = tmp_path / "runs" / "tiny" / job.run.identity
     # One thread: two-thread torch crawls when another process holds the second core.
-    args = ["table1", "--preset", "tiny", "--seeds", "0", "--jobs", "1", "--threads", "1",
+    args = ["depth", "--preset", "tiny", "--seeds", "0", "--jobs", "1", "--threads", "1",
             "--data-root", str(synthetic_root),
             "--configs-dir", str(configs), "--runs-dir", str(tmp_path / "runs"),
             "--results-dir", str(tmp_path / "results")]
@@ -279,13 +364,13 @@ def test_killed_run_resumes_and_finished_runs_are_not_retrained(synthetic_root, 
     steps = [json.loads(ln)["step"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps[:-1] == list(range(1, ITERATIONS + 1))  # one line per step, none twice, then validation
 
-    kept = json.loads((tmp_path / "results" / "tiny" / "runs" / "depth-only-seed0.json").read_text())
-    assert kept["metrics"] == final["metrics"] and kept["config_hash"] == final["config_hash"]
+    kept = json.loads((paths.records("tiny") / f"{job.run.identity}.json").read_text())
+    assert kept["metrics"] == final["metrics"] and kept["identity"] == final["identity"] == job.run.identity
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["seed"] == 0
-    table = json.loads((tmp_path / "results" / "tiny" / "table1.json").read_text())
-    assert table["rows"][0]["ours"]["depth_mean_error_px"]["values"] == [final["metrics"]["depth/mean_error_px"]]
+    table = json.loads((tmp_path / "results" / "tiny" / "depth.json").read_text())
+    assert table["rows"][0]["ours"]["depth/mean_error_px"]["values"] == [final["metrics"]["depth/mean_error_px"]]
 
-    paths = Paths(configs, tmp_path / "runs", tmp_path / "results")
-    again = reproduce.reproduce("tiny", ("table1",), {"table1": (0,)}, paths=paths, data_root=str(synthetic_root))
+    again = runner.reproduce("tiny", find_manifests(paths.manifests, ["depth"]), (0,), paths=paths,
+                             data_root=str(synthetic_root))
     assert (len(again["skipped"]), again["trained"], again["failed"]) == (1, [], [])
     assert (run_dir / "train.log").read_text().count("launch: ") == 2  # not launched again

@@ -1,4 +1,6 @@
-"""The training loop: optimiser groups, end to end, exact resume after SIGKILL, NaN stop, DDP."""
+"""The training loop: optimiser groups, end to end, exact resume after SIGKILL, NaN stop, and DDP through
+train.py for a stateful loss-space method and a gradient-space method (identical replicas, exact resume,
+the replica check)."""
 
 import json
 import os
@@ -10,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from config import load_config
 
+import engine.step
 import train
+from engine.build import build_optimizer, poly_schedule
+from engine.config import load_config
 from losses import build_weighting, task_losses
 from models import build_model
 from tasks import TASK_KINDS
@@ -28,14 +32,14 @@ def tiny_args(root, run_dir, *extra):
 
 def _weights(path):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return ckpt["model"] | {f"weighting.{k}": v for k, v in ckpt["weighting"].items()}
+    return ckpt["model"] | {f"method.{k}": v for k, v in ckpt["method"].items()}
 
 
 def test_optimizer_groups_put_log_variances_apart_without_decay():
-    cfg = load_config([], TINY + ["weighting.lr_mult=2.0"])
+    cfg = load_config([], TINY + ["method.lr_mult=2.0"])
     model = build_model(cfg)
     weighting = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in cfg.tasks})
-    opt = train.build_optimizer(cfg, model, weighting)
+    opt = build_optimizer(cfg, model, weighting)
     ids = {id(p): g for g in opt.param_groups for p in g["params"]}
     assert all(id(p) in ids for p in model.parameters())
     for p in weighting.parameters():
@@ -55,7 +59,7 @@ def test_one_step_lowers_the_loss_and_moves_log_variances(synthetic_root):
     batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ds[0]}
     model = build_model(cfg)
     weighting = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in cfg.tasks})
-    opt = train.build_optimizer(cfg, model, weighting)
+    opt = build_optimizer(cfg, model, weighting)
     model.eval()  # fixed BN statistics so the two evaluations see the same function
 
     def total():
@@ -75,7 +79,7 @@ def test_one_step_lowers_the_loss_and_moves_log_variances(synthetic_root):
 def test_poly_schedule():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
-    sched = train.poly_schedule(opt, 10, 0.9)
+    sched = poly_schedule(opt, 10, 0.9)
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
@@ -88,7 +92,9 @@ def test_train_end_to_end_and_not_retrained(synthetic_root, tmp_path):
     run = tmp_path / "run"
     train.main(tiny_args(synthetic_root, run, "optim.iterations=4", "ckpt_every=2"))
     final = json.loads((run / "metrics.json").read_text())
-    assert final["step"] == 4 and final["config_hash"]
+    assert final["step"] == 4
+    assert final["identity"] == load_config([], tiny_args(synthetic_root, run, "optim.iterations=4")).identity()
+    assert final["replicas"] == {"processes": 1, "identical": True}
     assert {"semantic/miou", "instance/mean_error_px", "depth/mean_error_px"} <= set(final["metrics"])
     assert final["command"][:2] == ["python", "train.py"]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -113,7 +119,7 @@ def test_resume_refuses_a_different_experiment(synthetic_root, tmp_path):
 
 def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(synthetic_root, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real, calls = train.task_losses, []
+    real, calls = engine.step.task_losses, []
 
     def poisoned(outputs, batch):
         losses = real(outputs, batch)
@@ -122,7 +128,7 @@ def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(synthetic_root, tmp_pa
             losses["depth"] = losses["depth"] * float("nan")
         return losses
 
-    monkeypatch.setattr(train, "task_losses", poisoned)
+    monkeypatch.setattr(engine.step, "task_losses", poisoned)
     with pytest.raises(SystemExit, match=r"non-finite depth loss .* at step 3.*last good checkpoint kept"):
         train.main(tiny_args(synthetic_root, run, "optim.iterations=6", "ckpt_every=2"))
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -132,14 +138,15 @@ def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(synthetic_root, tmp_pa
 
 KILLER = """
 import os, signal, sys
+import engine.step
 import train
-real, calls = train.task_losses, []
+real, calls = engine.step.task_losses, []
 def killing(outputs, batch):
     calls.append(1)
     if len(calls) == int(os.environ["KILL_AT_CALL"]):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(outputs, batch)
-train.task_losses = killing
+engine.step.task_losses = killing
 train.main(sys.argv[1:])
 """
 
@@ -178,26 +185,86 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, args, out):
+class Stop(Exception):
+    """Raised by both processes at the same step to interrupt a DDP run after a checkpoint."""
+
+
+def _ddp_worker(rank, world, port, args, out, stop_at=None, perturb_at=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    result = train.main(args)
-    # Parameters must agree; BatchNorm running statistics stay per process (DDP without sync_bn).
+    real = train.train_step
+
+    def step(parts, batch, i):
+        if stop_at is not None and i + 1 == stop_at:
+            raise Stop
+        result = real(parts, batch, i)
+        if perturb_at is not None and i + 1 == perturb_at and rank == 1:  # one replica drifts
+            with torch.no_grad():
+                next(parts.model.parameters()).add_(1e-3)
+        return result
+
+    train.train_step = step
+    try:
+        result = train.main(args)
+    except Stop:
+        return
+    except SystemExit as e:
+        (Path(out) / f"rank{rank}.exit").write_text(str(e.code))
+        return
+    # Parameters and the method's state must agree; BatchNorm running statistics stay per process (no sync_bn).
     state = {k: v.detach() for k, v in result["model"].named_parameters()}
-    state |= {f"weighting.{k}": v for k, v in result["weighting"].state_dict().items()}
+    state |= {f"method.{k}": v for k, v in result["method"].state_dict().items()}
     torch.save(state, Path(out) / f"rank{rank}.pt")
 
 
-def test_two_process_gloo_ddp_keeps_replicas_identical(synthetic_root, tmp_path):
-    args = tiny_args(synthetic_root, tmp_path / "run", "optim.iterations=3", "ckpt_every=3", "device=cpu")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), args, str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    for k in r0:
-        assert torch.equal(r0[k], r1[k]), k
-    assert (tmp_path / "run" / "metrics.json").exists()
-    start = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in TASK_KINDS}).state_dict()
-    assert any(not torch.equal(r0[f"weighting.{k}"], v) for k, v in start.items())  # log-variances trained
+def _spawn(args, out, **kw):
+    out.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), args, str(out), kw.get("stop_at"), kw.get("perturb_at")),
+             nprocs=2, join=True)
+
+
+@pytest.mark.parametrize("method", [
+    ["method.name=uncertainty"],  # loss-space with learnable state outside DDP: its gradients all-reduced
+    ["method.name=dwa"],  # loss-space with state: its loss history (epoch-level periods) is checkpointed
+    ["method.name=pcgrad"],  # gradient-space, random task order: seeded from (seed, step) on both processes
+    ["method.name=gradient-mean", "method.gradient-mean.space=features"],  # J of the features: all-gathered
+], ids=["uncertainty", "dwa", "pcgrad", "features"])
+def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(synthetic_root, tmp_path, method):
+    """2 processes x batch 1 on 4 frames: 2 steps per epoch. The whole run (6 steps) against one stopped at
+    step 5 (after the checkpoint at 4) and resumed: identical replicas and identical final weights."""
+    common = ["optim.iterations=6", "ckpt_every=2", "device=cpu", *method]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _spawn(tiny_args(synthetic_root, whole / "run", *common), whole)
+    _spawn(tiny_args(synthetic_root, broken / "run", *common), broken, stop_at=5)
+    assert torch.load(broken / "run" / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert not (broken / "run" / "metrics.json").exists()
+    _spawn(tiny_args(synthetic_root, broken / "run", *common), broken)
+    for run in (whole, broken):
+        r0, r1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+        assert r0.keys() == r1.keys()
+        for k in r0:
+            assert torch.equal(r0[k], r1[k]), k
+        assert json.loads((run / "run" / "metrics.json").read_text())["replicas"] == {"processes": 2,
+                                                                                      "identical": True}
+    a, b = (torch.load(run / "rank0.pt", weights_only=True) for run in (whole, broken))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    if method[0] == "method.name=uncertainty":  # the log-variances trained
+        start = build_weighting("uncertainty", TASK_KINDS).state_dict()
+        assert all(not torch.equal(a[f"method.{k}"], v) for k, v in start.items())
+    if method[0] == "method.name=dwa":  # the history was in use after the resume: weights not uniform
+        log = [json.loads(x) for x in (broken / "run" / "metrics.jsonl").read_text().splitlines()]
+        last = [x for x in log if "weight/depth" in x][-1]
+        assert last["step"] == 6 and last["weight/depth"] != 1.0
+
+
+def test_two_process_replicas_that_differ_stop_the_run(synthetic_root, tmp_path):
+    args = tiny_args(synthetic_root, tmp_path / "run", "optim.iterations=4", "ckpt_every=2", "device=cpu")
+    _spawn(args, tmp_path, perturb_at=1)
+    for r in (0, 1):
+        assert "DDP replicas differ at step 2" in (tmp_path / f"rank{r}.exit").read_text()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_missing_dataset_root_exits_with_its_name(tmp_path):

@@ -1,6 +1,6 @@
-"""README tables are copies of the files in results/, filled in by update_readme.py."""
+"""README tables are copies of the files in results/, filled in by experiments/readme.py."""
 
-import update_readme
+from experiments import readme as update_readme
 
 
 def test_include_blocks_are_filled_from_files(tmp_path):
