@@ -28,7 +28,7 @@ DEMO := runs/demo
 demo: $(STAMP) $(DATA)/.complete
 	$(BIN)/python train.py --config configs/demo.yaml data.root=$(DATA) run_dir=$(DEMO)
 	$(BIN)/python evaluate.py --checkpoint $(DEMO)/checkpoint.pt --root $(DATA) --out $(DEMO)/eval.json --figures $(DEMO)/figures
-	$(BIN)/python plots.py curves $(DEMO)/metrics.jsonl --out $(DEMO)/uncertainty.png
+	$(BIN)/python -m experiments.plots curves $(DEMO)/metrics.jsonl --out $(DEMO)/uncertainty.png
 	@echo "demo outputs: $(DEMO)/eval.json, $(DEMO)/uncertainty.png, $(DEMO)/figures/"
 
 test: $(STAMP)

@@ -30,6 +30,7 @@ from engine.config import Config, ConfigError, config_from_dict
 from evaluation import MultiTaskMetrics, evaluate_model
 from evaluation.figures import write_figures
 from evaluation.official import evaluate_official
+from tasks import METRICS
 
 __all__ = ["MultiTaskMetrics", "evaluate_model", "main"]
 
@@ -77,8 +78,7 @@ def format_report(metrics: dict, official: dict | None = None, full: dict | None
         lines += ["-" * len(head), f"{'mIoU':<16}{metrics['semantic/miou']:>8.2f}"
                   + (f"{official['iou_class']:>12.2f}" if official else ""),
                   f"{'pixel accuracy':<16}{metrics['semantic/pixel_acc']:>8.2f}", ""]
-    names = {"instance/mean_error_px": "instance mean |dx|+|dy| error (px)",
-             "depth/mean_error_px": "disparity mean abs error (px)", "depth/rmse_px": "disparity RMSE (px)"}
+    names = {m.key: m.title for m in METRICS.values() if m.task != "semantic"}  # the regression metrics
     for key, label in names.items():
         if key in metrics:
             lines.append(f"{label:<38}{metrics[key]:>10.4f}  (input resolution)")

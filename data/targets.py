@@ -113,7 +113,7 @@ def centroid_vectors(
 
 def decode_disparity(png: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Disparity in pixels from the 16-bit PNG values, and its validity (p > 0)."""
-    # uint16 arithmetic would wrap at p = 0: work in int32 (CITYSCAPES.md).
+    # uint16 arithmetic would wrap at p = 0: work in int32.
     p = png.astype(np.int32, copy=False)
     valid = p > 0
     disparity = np.where(valid, (p - 1).astype(np.float32) / 256.0, np.float32(0.0)).astype(np.float32)

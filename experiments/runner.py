@@ -51,22 +51,21 @@ def job_env(slot: int, n_parallel: int, gpus: list[str], threads: int | None = N
     return env
 
 
+def _abs(path: Path) -> Path:
+    """A run directory as a path from here (run directories are written relative to the repository root)."""
+    return path if path.is_absolute() else ROOT / path
+
+
 def status(job: Job, records: dict[str, Record]) -> str:
     """done (record kept) | finished (metrics.json only) | resume (checkpoint) | new | conflict."""
     run = job.run
     if run.identity in records:
         return "done"
-    final = run.run_dir / "metrics.json"
-    if not final.is_absolute():
-        final = ROOT / final
+    final = _abs(run.run_dir) / "metrics.json"
     if final.exists():
         same = config_from_dict(read_json(final)["config"]).identity() == run.identity
         return "finished" if same else "conflict"
     return "resume" if (final.parent / "checkpoint.pt").exists() else "new"
-
-
-def _abs(path: Path) -> Path:
-    return path if path.is_absolute() else ROOT / path
 
 
 def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = Paths(),

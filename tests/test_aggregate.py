@@ -216,3 +216,32 @@ def test_committed_tables_regenerate_byte_for_byte(tmp_path):
                          cwd=clone, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     assert "0 to train, 0 to resume" in dry.stdout
+
+
+def test_records_of_the_first_runner_are_migrated(paths):
+    """`<experiment>-seed<k>.json` files with an old-layout config and a `config_hash` become records named by
+    identity; a sweep endpoint and its Table 1 row (one run) become one; the table then finds them."""
+    from experiments.migrate import main as migrate_main
+
+    old_config = resolve(manifest(paths, "table1"), manifest(paths, "table1").rows[2], 1, PRESET, paths).config
+    old = old_config.to_dict()
+    del old["method"]
+    old["weighting"] = {"name": "fixed", "weights": {"depth": 1.0}, "form": "eq10", "init_log_var": None,
+                        "lr_mult": 1.0}
+    folder = paths.records(PRESET)
+    folder.mkdir(parents=True)
+    for experiment in ("depth-only", "fig2a-semantic0-depth1"):
+        (folder / f"{experiment}-seed1.json").write_text(json.dumps({
+            "metrics": {"depth/mean_error_px": 0.4}, "config": old, "config_hash": "e60229db5edf",
+            "experiment": experiment, "seed": 1, "run_dir": "runs/x", "git_commit": "old", "command": ["python"],
+            "weighting": {}, "preset": PRESET}))
+    assert migrate_main([str(folder)]) == 0
+    files = sorted(p.name for p in folder.glob("*.json"))
+    assert files == [f"{old_config.identity()}.json"]
+    record = json.loads((folder / files[0]).read_text())
+    assert record["identity"] == old_config.identity() and "config_hash" not in record
+    assert record["config"]["method"] == {"name": "fixed", "lr_mult": 1.0, "fixed": {"weights": {"depth": 1.0}}}
+    depth = rows_by_name(table(paths, "table1"))["depth-only"]
+    assert depth["seeds"] == [1] and depth["ours"]["depth/mean_error_px"]["mean"] == 0.4
+    assert migrate_main([str(folder)]) == 0  # today's records are left alone
+    assert sorted(p.name for p in folder.glob("*.json")) == files

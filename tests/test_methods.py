@@ -282,3 +282,18 @@ def test_pcgrad_is_exactly_torchjd_on_a_random_matrix():
 def test_aggregate_checks_the_matrix_shape():
     with pytest.raises(ValueError, match=r"J must be \(tasks=2, n\)"):
         build_weighting("pcgrad", KINDS).aggregate(torch.zeros(3, 4))
+
+
+def test_the_readme_example_method_works(monkeypatch):
+    """The README's "Adding a method" example, as printed, registers, loads from a config and runs."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(# losses/my_method.py\n.*?)```", readme, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    monkeypatch.setitem(METHODS, "my-method", namespace["MyMethod"])
+    m = build_method(load_config([], ["method.name=my-method", "method.my-method.beta=0.25"]))
+    total, logs = m({t: torch.tensor(2.0) for t in m.tasks})
+    assert float(total) == pytest.approx(0.25 * 2 * 3) and logs["weight/depth"] == 0.25

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import reproduce
-from engine.config import load_config
+from engine.config import config_from_dict, load_config
 from experiments import runner
 from experiments.layout import Paths
 from experiments.manifest import find_manifests, list_manifests
@@ -374,3 +374,51 @@ def test_killed_run_resumes_and_finished_runs_are_not_retrained(synthetic_root, 
                              data_root=str(synthetic_root))
     assert (len(again["skipped"]), again["trained"], again["failed"]) == (1, [], [])
     assert (run_dir / "train.log").read_text().count("launch: ") == 2  # not launched again
+
+
+def _all_identities() -> dict:
+    """Every manifest row x seed on every preset, and every committed record: -> identity."""
+    out = {}
+    for preset in sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")):
+        for job in plan(preset, list(MANIFESTS.values())):
+            for run in (job.run, *job.aliases):
+                out[preset, run.manifest, run.row.name, run.seed] = run.identity
+    for path in sorted((ROOT / "results").glob("*/runs/*.json")):
+        out[str(path)] = config_from_dict(json.loads(path.read_text())["config"]).identity()
+    return out
+
+
+def test_adding_a_method_or_an_option_changes_no_identity(monkeypatch):
+    """A throw-away method with two options, and a new option with a default on an existing method:
+    no row of any manifest on any preset, and no committed record, changes identity."""
+    import dataclasses
+
+    from losses import METHODS, LossMethod
+    from losses.uncertainty import UncertaintyOptions, UncertaintyWeighting
+
+    before = _all_identities()
+    assert len(set(before.values())) > 40
+
+    @dataclasses.dataclass
+    class ThrowAwayOptions:
+        alpha: float = 0.5
+        mode: str = "mean"
+
+    class ThrowAway(LossMethod):
+        """Scratch method."""
+
+        Options = ThrowAwayOptions
+
+    @dataclasses.dataclass
+    class WiderOptions(UncertaintyOptions):
+        clamp: float | None = None  # a new option, default off
+
+    monkeypatch.setitem(METHODS, "throw-away", ThrowAway)
+    monkeypatch.setattr(UncertaintyWeighting, "Options", WiderOptions)
+    after = _all_identities()
+    assert after == before
+    # ...while the new method and a non-default value of the new option are experiments of their own.
+    assert load_config([], ["method.name=throw-away"]).identity() not in set(before.values())
+    assert load_config([], ["method.uncertainty.clamp=5"]).identity() != load_config([]).identity()
+    for path in sorted((ROOT / "results").glob("*/runs/*.json")):  # records keep the identity they were saved with
+        assert after[str(path)] == json.loads(path.read_text())["identity"], path
