@@ -189,7 +189,7 @@ def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepC
         shared = [features] if features_space else p.model.shared_parameters()
         scale = p.scaler.get_scale() if p.scaler.is_enabled() else 1.0
         rows, heads = [], []
-        for i, task in enumerate(losses):
+        for i, task in enumerate(p.method.tasks):  # J's rows in the method's task order
             head = p.model.task_parameters(task)
             grads = torch.autograd.grad(p.scaler.scale(losses[task]), [*shared, *head], allow_unused=True,
                                         retain_graph=features_space or i < len(losses) - 1)

@@ -124,6 +124,13 @@ def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | No
     return weights[task] / sum(weights[t] for t in tasks)
 
 
-def results_of(table: dict) -> dict[tuple[str, int], str]:
-    """{(row, seed): identity} of the results a table holds."""
-    return {(row["name"], seed): row["identity"][str(seed)] for row in table["rows"] for seed in row["seeds"]}
+def results_of(table: dict) -> dict[tuple[str, int], str | None]:
+    """{(row, seed): identity} of the results a table holds. Tables of the first runner (rows, or sweep
+    "points" and a "learned" entry, named by "experiment" with a "config_hash" per seed) count too."""
+    entries = [*table.get("rows", []), *table.get("points", []), *([table["learned"]] if table.get("learned") else [])]
+    out = {}
+    for row in entries:
+        ids = row.get("identity") or row.get("config_hash") or {}
+        for seed in row.get("seeds", []):
+            out[row.get("name") or row.get("experiment"), seed] = ids.get(str(seed))
+    return out

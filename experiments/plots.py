@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from tasks import TASKS
+from tasks import TASK_SPECS, TASKS
 
 CURVE_PREFIXES = ("sigma2/", "weight/")
 RUN_STYLES = ("-", "--", ":", "-.")
@@ -78,7 +78,7 @@ def plot_uncertainty(runs: dict[str, dict[str, list]], out: Path, title: str = "
                 if key not in curves:
                     continue
                 ax.plot(curves["step"], curves[key], style, color=f"C{TASKS.index(task)}", linewidth=1.2,
-                        label=task if r == 0 else None)  # colours name the tasks, line styles the runs
+                        label=TASK_SPECS[task].display if r == 0 else None)  # colours: tasks; styles: runs
                 drawn = True
             if len(runs) > 1:
                 ax.plot([], [], style, color="grey", label=run)

@@ -53,7 +53,7 @@ def markdown(t: dict) -> str:
     for col in t["columns"]:
         head += [f"{col['title']} ours"] + (["paper"] if col["paper"] else [])
     head.append("Seeds")
-    paper = f" Paper: {t['paper_caption']}." if t["paper_caption"] else ""
+    paper = f" Paper: {t['paper_caption'].rstrip('.')}." if t["paper_caption"] else ""
     lines = [f"## {t['title']} on preset {t['preset']}", ""]
     if t["description"]:
         lines += [t["description"], ""]

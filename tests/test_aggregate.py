@@ -245,3 +245,21 @@ def test_records_of_the_first_runner_are_migrated(paths):
     assert depth["seeds"] == [1] and depth["ours"]["depth/mean_error_px"]["mean"] == 0.4
     assert migrate_main([str(folder)]) == 0  # today's records are left alone
     assert sorted(p.name for p in folder.glob("*.json")) == files
+
+
+def test_a_table_of_the_first_runner_counts_its_results(paths):
+    """An old-format table (sweep "points" + "learned", "experiment" names, config hashes) is compared by its
+    number of results: more than the records give -> refused; as many -> replaced."""
+    out = paths.results / PRESET / "figure2a.json"
+    out.parent.mkdir(parents=True)
+    old = {"points": [{"experiment": "fig2a-semantic1-depth0", "seeds": [0], "config_hash": {"0": "aaa"}}],
+           "learned": {"experiment": "uncertainty-semantic-depth", "seeds": [0, 1],
+                       "config_hash": {"0": "b", "1": "c"}}}
+    out.write_text(json.dumps(old))
+    write_record(paths, "table1", "semantic-only", 0, {"semantic/miou": 55.0})  # the w_semantic = 1 endpoint
+    with pytest.raises(FewerResultsError, match=r"holds 3 results but the records give 1.*uncertainty-semantic-depth "
+                                                r"seed 1 \[c\]"):
+        table(paths, "figure2a")
+    for seed in (0, 1):
+        write_record(paths, "figure2a", "uncertainty-semantic-depth", seed, {"semantic/miou": 60.0})
+    assert table(paths, "figure2a")["results"] == 3
