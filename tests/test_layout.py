@@ -37,6 +37,8 @@ def test_nothing_cites_a_file_outside_the_project():
     bad = []
     for name in files:
         path = ROOT / name
+        if name == "tests/test_layout.py":  # names the citations it looks for
+            continue
         if path.suffix in (".py", ".md", ".yaml", ".toml", ".yml") or name in ("Makefile", ".ci/run"):
             text = path.read_text()
             bad += [name for needle in ("DESIGN.md", "../shared", "STYLE.md", "CITYSCAPES.md") if needle in text]
