@@ -259,6 +259,24 @@ def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(synthetic_root
         assert last["step"] == 6 and last["weight/depth"] != 1.0
 
 
+@pytest.mark.parametrize("space", ["parameters", "features"])
+def test_two_process_gradient_mean_is_ddp_averaged_like_the_loss_space_mean(synthetic_root, tmp_path, space):
+    """Under DDP the gradient-space mean must give the shared parameters the same update as the loss-space
+    mean (fixed weights 1/3), whose gradients DDP averages over processes: J is reduced, not rank 0's own."""
+    third = "method.fixed.weights={semantic: 0.3333333333333333, instance: 0.3333333333333333, " \
+            "depth: 0.3333333333333333}"
+    common = ["optim.iterations=1", "ckpt_every=1", "device=cpu", "data.flip=false"]
+    _spawn(tiny_args(synthetic_root, tmp_path / "jd" / "run", *common, "method.name=gradient-mean",
+                     f"method.gradient-mean.space={space}"), tmp_path / "jd")
+    _spawn(tiny_args(synthetic_root, tmp_path / "loss" / "run", *common, "method.name=fixed", third),
+           tmp_path / "loss")
+    a, b = (torch.load(tmp_path / run / "rank0.pt", weights_only=True) for run in ("jd", "loss"))
+    shared = [k for k in a if k.startswith(("backbone.", "aspp."))]
+    assert len(shared) > 50
+    for k in shared:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_two_process_replicas_that_differ_stop_the_run(synthetic_root, tmp_path):
     args = tiny_args(synthetic_root, tmp_path / "run", "optim.iterations=4", "ckpt_every=2", "device=cpu")
     _spawn(args, tmp_path, perturb_at=1)
