@@ -150,9 +150,14 @@ class Config:
 
     def to_dict(self) -> dict:
         """Plain nested dict (the method section holds only the selected method's options)."""
-        d = {f.name: dataclasses.asdict(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
-             else getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method"}
-        d["method"] = self.method.to_dict()
+        d = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, MethodConfig):
+                value = value.to_dict()
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            d[f.name] = value
         return _plain(d)
 
     def identity(self, seed: bool = True) -> str:
