@@ -5,25 +5,12 @@ train.py and bench/train.py both call `build_parts`, so the benchmark times exac
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from engine.config import Config, ConfigError
+from engine.config import Config, build_method
 from engine.step import StepParts
-from losses import Method, build_weighting
 from models import build_model
-from tasks import TASK_KINDS
-
-
-def build_method(cfg: Config) -> Method:
-    """`cfg.method.name` for `cfg.tasks` with its options from the config."""
-    try:
-        return build_weighting(cfg.method.name, {t: TASK_KINDS[t] for t in cfg.tasks},
-                               **dataclasses.asdict(cfg.method.selected))
-    except ValueError as e:
-        raise ConfigError(f"method {cfg.method.name!r}: {e}") from e
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module) -> torch.optim.SGD:

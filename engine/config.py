@@ -416,6 +416,15 @@ def upgrade_config_dict(d: dict) -> dict:
     return d
 
 
+def build_method(cfg: Config):
+    """`cfg.method.name` built for `cfg.tasks` with its options (a losses.Method); errors are ConfigErrors."""
+    try:
+        return build_weighting(cfg.method.name, {t: TASK_KINDS[t] for t in cfg.tasks},
+                               **dataclasses.asdict(cfg.method.selected))
+    except ValueError as e:
+        raise ConfigError(f"method {cfg.method.name!r}: {e}") from e
+
+
 def _validate(cfg: Config) -> None:
     """Value checks that the types alone do not catch."""
     def need(ok: bool, msg: str) -> None:
@@ -437,11 +446,7 @@ def _validate(cfg: Config) -> None:
             cfg.method.options[name] = dataclasses.replace(options)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"method.{name}: {e}") from e
-    try:  # the selected method's checks against the trained tasks (e.g. a weight for an untrained task)
-        build_weighting(cfg.method.name, {t: TASK_KINDS[t] for t in cfg.tasks},
-                        **dataclasses.asdict(cfg.method.selected))
-    except ValueError as e:
-        raise ConfigError(f"method {cfg.method.name!r}: {e}") from e
+    build_method(cfg)  # the selected method's checks against the trained tasks (e.g. a weight for an untrained task)
     if cfg.data.scale is not None:
         lo, hi = cfg.data.scale
         need(0 < lo <= hi, f"data.scale must be 0 < low <= high, got {cfg.data.scale}")

@@ -8,8 +8,7 @@ import torch
 from torchjd.aggregation import PCGrad as TorchJDPCGrad
 from torchjd.scalarization import DWA as TorchJDDWA
 
-from engine.build import build_method
-from engine.config import load_config
+from engine.config import build_method, load_config
 from losses import METHODS, StepContext, build_weighting
 
 LOG2 = math.log(2)  # s = log 2, i.e. sigma^2 = 2, exp(-s) = 0.5
