@@ -21,7 +21,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module
     o = cfg.optim
     groups = [{"params": decay, "weight_decay": o.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    method_params = list(method.parameters())
+    method_params = method.optimizer_parameters()
     if method_params:
         groups.append({"params": method_params, "weight_decay": 0.0, "lr": o.lr * cfg.method.lr_mult})
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)

@@ -165,12 +165,13 @@ def _recompute_losses(p: StepParts, batch: dict[str, Tensor]) -> dict[str, Tenso
 def _loss_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepContext) -> StepResult:
     losses, _ = _forward(p, batch)
     ctx.losses = _averaged(p, losses)
+    ctx.last_shared = p.model.last_shared_parameters()
     with _seeded(p, ctx.step, 0):
         total, logs = p.method(losses, ctx)
     values = _check_finite({**ctx.losses, "total": total.detach().float()}, ctx.step)
     p.scaler.scale(total).backward()
     if p.world > 1:  # the method is outside DDP: average its gradients here
-        for q in p.method.parameters():
+        for q in p.method.optimizer_parameters():
             if q.grad is not None:
                 dist.all_reduce(q.grad)
                 q.grad /= p.world

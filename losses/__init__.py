@@ -11,23 +11,58 @@ import dataclasses
 from torch import Tensor
 
 import tasks
+from losses.aligned_mtl import AlignedMTL
 from losses.base import GradientMethod, LossMethod, Method, StepContext
+from losses.cagrad import CAGrad
+from losses.conflict_free import ConFIG
+from losses.dualproj import DualProj
 from losses.dwa import DWA
+from losses.famo import FAMO
 from losses.fixed import FixedWeighting
+from losses.gls import GLS
+from losses.graddrop import GradDrop
 from losses.gradient_mean import GradientMean
+from losses.gradnorm import GradNorm
+from losses.gradvac import GradVac
+from losses.imtl_g import IMTLG
+from losses.imtl_l import IMTLL
+from losses.mgda import MGDA, MGDAUB
+from losses.nash_mtl import NashMTL
 from losses.pcgrad import PCGrad
+from losses.rlw import RLW
+from losses.scale_invariant import ScaleInvariant
 from losses.uncertainty import UncertaintyWeighting
+from losses.upgrad import UPGrad
 
 __all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "build_weighting",
            "method_class", "task_losses"]
 
 # name -> method class; a new method is one file plus one line here.
 METHODS: dict[str, type[Method]] = {
+    # loss-space
     "fixed": FixedWeighting,
     "uncertainty": UncertaintyWeighting,
     "dwa": DWA,
+    "rlw": RLW,
+    "gls": GLS,
+    "scale-invariant": ScaleInvariant,
+    "imtl-l": IMTLL,
+    "famo": FAMO,
+    "gradnorm": GradNorm,
+    # gradient-space
     "gradient-mean": GradientMean,
     "pcgrad": PCGrad,
+    "mgda": MGDA,
+    "mgda-ub": MGDAUB,
+    "cagrad": CAGrad,
+    "imtl-g": IMTLG,
+    "aligned-mtl": AlignedMTL,
+    "nash-mtl": NashMTL,
+    "upgrad": UPGrad,
+    "graddrop": GradDrop,
+    "gradvac": GradVac,
+    "dualproj": DualProj,
+    "config": ConFIG,
 }
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -51,6 +51,9 @@ class StepContext:
     # Only in after_step: the task losses of the same batch under the updated weights (no grad, averaged
     # over processes; batch-norm running statistics are left as they were).
     recompute_losses: Callable[[], dict[str, Tensor]] | None = None
+    # The parameters of the last shared layer (the ASPP, whose output every head reads), for methods
+    # that balance gradient norms there (GradNorm); loss-space steps only.
+    last_shared: list[nn.Parameter] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +100,11 @@ class Method(nn.Module):
         changed = [f"{f.name}={getattr(options, f.name)}" for f in dataclasses.fields(options)
                    if getattr(options, f.name) != getattr(default, f.name)]
         return name + (f" ({', '.join(changed)})" if changed else "")
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """The method's parameters trained by the run's optimiser (with `method.lr_mult`); a method that
+        updates its parameters itself (FAMO's logits) returns fewer."""
+        return list(self.parameters())
 
     def after_step(self, ctx: StepContext) -> None:
         """Called after the optimiser step (and the scheduler's)."""

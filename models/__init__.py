@@ -38,6 +38,12 @@ class MultiTaskDeepLab(nn.Module):
         """Parameters every task's loss depends on (encoder + ASPP), for gradient-space methods."""
         return list(self.backbone.parameters()) + list(self.aspp.parameters())
 
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared layer: the ASPP's projection, or without one its parallel branches, whose
+        outputs are concatenated into the features the heads read (GradNorm's W)."""
+        project = list(self.aspp.project.parameters())
+        return project or list(self.aspp.branches.parameters())
+
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """Parameters only `task`'s loss depends on (its head)."""
         return list(self.heads[task].parameters())

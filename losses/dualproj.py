@@ -1,0 +1,19 @@
+"""DualProj: the mean gradient projected onto the dual cone of the task gradients (Quinton & Rey,
+"Jacobian Descent for Multi-Objective Optimization", 2024, after GEM's projection), by TorchJD
+(torchjd.aggregation.DualProj; quadprog).
+"""
+
+from __future__ import annotations
+
+from torchjd.aggregation import DualProj as TorchJDDualProj
+
+from losses.aggregator import AggregatorMethod
+from losses.base import GradientOptions
+
+
+class DualProj(AggregatorMethod):
+    """The projection of the mean of the task gradients onto the dual cone of J."""
+
+    def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        super().__init__(tasks, options)
+        self.aggregator = TorchJDDualProj()

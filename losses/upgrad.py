@@ -1,0 +1,22 @@
+"""UPGrad: Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization" (2024), by TorchJD
+(torchjd.aggregation.UPGrad; quadratic programs solved with quadprog).
+
+Each task gradient is projected onto the dual cone of the rows of J (the set of vectors with a
+non-negative inner product with every task gradient) and the projections are averaged: the update
+never increases any task's loss to first order.
+"""
+
+from __future__ import annotations
+
+from torchjd.aggregation import UPGrad as TorchJDUPGrad
+
+from losses.aggregator import AggregatorMethod
+from losses.base import GradientOptions
+
+
+class UPGrad(AggregatorMethod):
+    """The mean of the task gradients projected onto the dual cone of J."""
+
+    def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        super().__init__(tasks, options)
+        self.aggregator = TorchJDUPGrad()
