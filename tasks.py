@@ -77,7 +77,8 @@ TASK_SPECS: dict[str, TaskSpec] = {
         targets=("semantic",), loss=cross_entropy_loss,
         accumulator=partial(ConfusionMatrix, task="semantic", target="semantic", class_names=CLASS_NAMES),
         pixel_axes=(None,) * NUM_CLASSES,
-        metrics=(MetricSpec("semantic/miou", "semantic mIoU", "%", 2, True),)),
+        metrics=(MetricSpec("semantic/miou", "semantic mIoU", "%", 2, True),
+                 MetricSpec("semantic/pixel_acc", "semantic pixel accuracy", "%", 2, True))),
     "instance": TaskSpec(
         name="instance", kind="regression", display="instance centroid vectors", channels=2,
         targets=("instance", "instance_mask"), loss=masked_l1_loss,

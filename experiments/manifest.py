@@ -8,6 +8,7 @@
       - {metric: semantic/miou, paper: semantic_miou_pct}
     x: {label: depth weight, task: depth}  # optional: a sweep, drawn against x (rows then give `x`)
     curves: true                           # optional: draw the learned task weights over training
+    baselines: {semantic: semantic-only}   # optional: each task's single-task row, for Delta_m (benchmark)
     rows:
       - name: semantic-only                # unique within the manifest; a file-name-safe slug
         label: Segmentation only           # optional: shown in the table (default: name)
@@ -34,7 +35,7 @@ from engine.config import ConfigError
 from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows"}
+_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines"}
 _ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds"}
 
 
@@ -66,6 +67,7 @@ class Manifest:
     rows: tuple[Row, ...]
     x: dict | None = None  # {"label": ..., "task": ...} for a sweep
     curves: bool = False
+    baselines: dict[str, str] | None = None  # task -> the row training that task alone (Delta_m)
 
     @property
     def is_sweep(self) -> bool:
@@ -135,8 +137,15 @@ def load_manifest(path: Path) -> Manifest:
                         _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None))
     if not rows:
         raise ConfigError(f"{path}: no rows")
+    baselines = data.get("baselines")
+    if baselines is not None:
+        _keys(baselines, set(TASKS), f"{path}: baselines")
+        bad = {t: r for t, r in baselines.items() if r not in names}
+        if bad:
+            raise ConfigError(f"{path}: baselines name rows that do not exist: {bad}")
     return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
-                    data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)))
+                    data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
+                    baselines)
 
 
 def list_manifests(directory: Path) -> list[Manifest]:
