@@ -4,6 +4,7 @@
     python reproduce.py all --preset NAME [--seeds 0,1,2] [--jobs N] [--threads T] [--shard i/n] [--dry-run]
     python reproduce.py MANIFEST [MANIFEST ...] --preset NAME [same options]
     python reproduce.py aggregate [MANIFEST ...] --preset NAME
+    python reproduce.py benchmark --preset NAME [--methods a,b,c] [--seeds 0,1,2]
 
 A manifest is configs/experiments/<name>.yaml (table1, figure2a, figure2b, ...): rows of config
 overrides applied on the preset configs/<NAME>.yaml. Each (row, seed) is one run, named by its
@@ -12,6 +13,13 @@ same config share one run. A run is skipped when results/<NAME>/runs/<identity>.
 committed) exists, recorded when its run directory holds a finished run, resumed when it holds a
 checkpoint. Aggregation writes results/<NAME>/<manifest>.{json,md} (+ .png for sweeps, curves/) from
 the records only, and never replaces a table with one that holds fewer results.
+
+A manifest with single-task `baselines` (benchmark) is a method benchmark: its table adds Delta_m in
+both conventions and the overheads that `python -m bench.methods` measures in one run (step time
+relative to fixed weights, peak memory, passes per step); reproduce.py runs that measurement after
+training when results/<NAME>/<manifest>-overheads.json lacks a row. --methods trains only the rows of
+those methods (plus the single-task baselines and the fixed-weights reference); the table is still
+written from every record.
 
 --jobs N runs N trainings at a time: one GPU each where GPUs exist, otherwise the CPU cores split
 between them (default: one per GPU, else one single-threaded training per core; on two cores that
@@ -24,19 +32,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from engine.config import ConfigError
 from experiments.aggregate import load_paper
-from experiments.layout import Paths, rel
+from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, list_manifests
 from experiments.plan import plan
-from experiments.records import load_records
+from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
 from experiments.runner import cpu_count, log_invocation, reproduce, visible_gpus
-from losses import METHODS
+from losses import METHODS, method_lines
 
 
 def print_list(paths: Paths) -> None:
@@ -46,9 +55,8 @@ def print_list(paths: Paths) -> None:
         print(f"  {m.name:<12} {m.title}: {len(m.rows)} rows, seeds {','.join(map(str, m.seeds))}"
               + (" (sweep)" if m.is_sweep else ""))
     print("methods (method.name; options under method.<name>.*):")
-    for name, cls in METHODS.items():
-        options = ", ".join(f"{f.name}={getattr(cls.Options(), f.name)!r}" for f in dataclasses.fields(cls.Options))
-        print(f"  {name:<14} {cls.kind}-space  {options or '(no options)'}")
+    for line in method_lines():
+        print(f"  {line}")
 
 
 def aggregate_all(preset: str, manifests, paths: Paths, seeds=None, allow_fewer: bool = False) -> list[Path]:
@@ -63,6 +71,40 @@ def aggregate_all(preset: str, manifests, paths: Paths, seeds=None, allow_fewer:
         print(f"note: {len(unused)} record(s) in {rel(paths.records(preset))} match no row of "
               f"{', '.join(m.name for m in manifests)}: {', '.join(unused)}")
     return written
+
+
+def only_methods(manifests, methods: list[str] | None):
+    """The manifests with only the rows training one of `methods` (a method name, e.g. famo), plus every
+    single-task baseline row and the `fixed` reference row; an unknown name is an error."""
+    if not methods:
+        return manifests
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown} in --methods; valid methods are {sorted(METHODS)}")
+    out = []
+    for m in manifests:
+        keep = set((m.baselines or {}).values()) | {"fixed"}
+        rows = tuple(r for r in m.rows if r.name in keep
+                     or (r.config.get("method") or {}).get("name") in methods)
+        out.append(dataclasses.replace(m, rows=rows))
+    return out
+
+
+def measure_overheads(preset: str, manifests, paths: Paths, configs_dir: Path) -> None:
+    """Run bench.methods (one run: all rows, so step times compare) where a benchmark lacks rows."""
+    for m in manifests:
+        if not m.baselines:
+            continue
+        path = paths.results / preset / f"{m.name}-overheads.json"
+        have = set(read_json(path).get("rows", {})) if path.exists() else set()
+        need = {r.name for r in m.rows if r.name not in m.baselines.values()}
+        if need <= have:
+            continue
+        command = [sys.executable, "-m", "bench.methods", "--preset", preset, "--manifest", m.name,
+                   "--configs-dir", str(configs_dir), "--out", str(path)]
+        print(f"measuring overheads: {' '.join(command[1:])}")
+        if subprocess.run(command, cwd=ROOT).returncode != 0:
+            raise ValueError(f"the overhead measurement of {m.name} failed; its table is written without it")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -99,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
     p.add_argument("--data-root", help="dataset root passed to train.py as data.root (default: $CITYSCAPES_DATASET)")
     p.add_argument("--allow-fewer", action="store_true", help="let aggregation replace a table with fewer results")
+    p.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m],
+                   help="comma-separated method names: train only their rows (plus single-task baselines and "
+                        "the fixed-weights reference)")
+    p.add_argument("--skip-overheads", action="store_true", help="do not measure a benchmark's overheads")
     p.add_argument("--configs-dir", type=Path, default=Paths.configs, help="presets and experiments/ manifests")
     p.add_argument("--runs-dir", type=Path, default=Paths.runs, help="run directories (default: runs)")
     p.add_argument("--results-dir", type=Path, default=Paths.results, help="records and tables (default: results)")
@@ -123,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         n_parallel = args.jobs or len(visible_gpus()) or cpu_count()
         if n_parallel < 1:
             raise ValueError("--jobs must be at least 1")
-        summary = reproduce(args.preset, manifests, args.seeds, n_parallel, args.shard, args.dry_run, paths,
-                            args.data_root, threads=args.threads)
+        summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel, args.shard,
+                            args.dry_run, paths, args.data_root, threads=args.threads)
         if args.dry_run:
             return 0
         wall = time.time() - start
         log_invocation(args.preset, argv if argv is not None else sys.argv[1:], summary, wall, n_parallel, paths)
+        if not args.skip_overheads and not summary["failed"]:
+            measure_overheads(args.preset, manifests, paths, args.configs_dir.resolve())
         for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
             print(rel(path))
     except (ConfigError, ValueError, FewerResultsError) as e:

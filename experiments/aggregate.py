@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from experiments.delta_m import CONVENTIONS, paired_delta_m
 from experiments.layout import PAPER_JSON, Paths
 from experiments.manifest import Manifest, Row
 from experiments.plan import resolve, row_seeds, train_command
@@ -77,12 +78,13 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
     by_row: dict[str, list[Record]] = {}
     for rec in records.values():
         by_row.setdefault(rec.row_identity, []).append(rec)
-    rows = []
+    rows, found_by_row = [], {}
     for row in manifest.rows:
         planned = [resolve(manifest, row, s, preset, paths) for s in row_seeds(manifest, row, seeds)]
         cfg = planned[0].config
         found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed)
         seen = {r.seed for r in found}
+        found_by_row[row.name] = found
         ours = {}
         for col in manifest.columns:
             if METRICS[col.metric].task in cfg.tasks:
@@ -99,13 +101,14 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             "command": {str(r.seed): r.data.get("command") for r in found},
             "planned_command": train_command(planned[0]),
             "ours": ours, "paper": paper_values(paper, manifest, row), "final_weights": weights,
-            "learns_weights": learns_weights(found),
+            "learns_weights": learns_weights(found), "kind": method_class(cfg.method.name).kind,
         }
         if manifest.is_sweep:
             entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
             entry["x_learned"] = row.x == "learned"
         rows.append(entry)
     section = (paper.get(manifest.paper) if manifest.paper else None) or {}
+    extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
     return {
         "manifest": manifest.name, "preset": preset, "title": manifest.title, "description": manifest.description,
         "generated_by": f"python reproduce.py aggregate --preset {preset}",
@@ -114,7 +117,31 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
                     for c in manifest.columns],
         "x": manifest.x, "std": STD, "paper_caption": section.get("caption"),
         "results": sum(len(r["seeds"]) for r in rows), "rows": rows,
-    }
+    } | extra
+
+
+def benchmark_columns(manifest: Manifest, preset: str, rows: list[dict], found: dict[str, list[Record]],
+                      paths: Paths) -> dict:
+    """Delta_m of every multi-task row against the single-task baselines (paired seeds), and the
+    measured overheads from results/<preset>/<manifest>-overheads.json when it exists."""
+    metrics = [c.metric for c in manifest.columns]
+    baselines: dict[int, dict[str, float]] = {}
+    for i, (task, row_name) in enumerate(manifest.baselines.items()):
+        by_seed = {r.seed: {m: r.data["metrics"][m] for m in metrics
+                            if METRICS[m].task == task and m in r.data["metrics"]} for r in found[row_name]}
+        baselines = by_seed if i == 0 else {s: baselines[s] | by_seed[s] for s in baselines if s in by_seed}
+    tasks = set(manifest.baselines)
+    overheads_path = paths.results / preset / f"{manifest.name}-overheads.json"
+    overheads = read_json(overheads_path) if overheads_path.exists() else None
+    for row in rows:
+        row["baseline"] = row["name"] in manifest.baselines.values()
+        row["delta_m"] = None
+        if not row["baseline"] and set(row["tasks"]) >= tasks:
+            method = {r.seed: r.data["metrics"] for r in found[row["name"]]}
+            row["delta_m"] = paired_delta_m(method, baselines, [m for m in metrics if METRICS[m].task in tasks])
+        row["overheads"] = (overheads or {}).get("rows", {}).get(row["name"])
+    meta = None if overheads is None else {k: v for k, v in overheads.items() if k != "rows"}
+    return {"baselines": dict(manifest.baselines), "delta_m_conventions": CONVENTIONS, "overheads": meta}
 
 
 def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | None:

@@ -143,6 +143,25 @@ def plot_sweep(table: dict, out: Path) -> Path:
     return _save(fig, out, dpi=100)
 
 
+def plot_delta_m(table: dict, out: Path) -> Path:
+    """The benchmark's Delta_m (pooled, positive = worse) per method with its 95 % interval, best first."""
+    rows = [r for r in table["rows"] if r.get("delta_m")]
+    rows.sort(key=lambda r: r["delta_m"]["pooled"]["mean"])
+    fig = Figure(figsize=(6.4, 0.6 + 0.28 * max(len(rows), 1)))
+    ax = fig.add_subplot()
+    for i, r in enumerate(rows):
+        d = r["delta_m"]["pooled"]
+        err = None if d["low"] is None else [[d["mean"] - d["low"]], [d["high"] - d["mean"]]]
+        ax.errorbar(d["mean"], i, xerr=err, fmt="o", color="C0" if r["kind"] == "loss" else "C1", capsize=3)
+    ax.axvline(0.0, color="0.5", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("Delta_m % vs single-task (pooled; lower is better); 95 % CI over paired seeds")
+    ax.set_title(f"{table['title']} on {table['preset']} (blue: loss space, orange: gradient space)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, 100)
+
+
 def _save(fig: Figure, out: Path, dpi: int) -> Path:
     """Write the PNG; no software version in its metadata, so the bytes depend only on the data."""
     out = Path(out)

@@ -35,7 +35,7 @@ from losses.uncertainty import UncertaintyWeighting
 from losses.upgrad import UPGrad
 
 __all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "build_weighting",
-           "method_class", "task_losses"]
+           "method_class", "method_lines", "task_losses"]
 
 # name -> method class; a new method is one file plus one line here.
 METHODS: dict[str, type[Method]] = {
@@ -64,6 +64,15 @@ METHODS: dict[str, type[Method]] = {
     "dualproj": DualProj,
     "config": ConFIG,
 }
+
+
+def method_lines() -> list[str]:
+    """One line per registered method: name, kind and options with their defaults."""
+    lines = []
+    for name, cls in METHODS.items():
+        options = ", ".join(f"{f.name}={getattr(cls.Options(), f.name)!r}" for f in dataclasses.fields(cls.Options))
+        lines.append(f"{name:<16} {cls.kind}-space  {options or '(no options)'}")
+    return lines
 
 
 def method_class(name: str) -> type[Method]:
