@@ -29,13 +29,29 @@ def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
 
 
 def replica_digest(model: nn.Module, method: nn.Module) -> str:
-    """Hash of the bytes of the network's parameters and the method's whole state (parameters and
-    buffers). BatchNorm running statistics are left out: without sync_bn each process keeps its own."""
+    """Hash of the bytes of the network's parameters and the method's whole state (parameters, buffers
+    and extra state such as FAMO's Adam moments). BatchNorm running statistics are left out: without
+    sync_bn each process keeps its own."""
     h = hashlib.blake2b(digest_size=16)
-    tensors = [p for _, p in sorted(model.named_parameters())] + [v for _, v in sorted(method.state_dict().items())]
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for _, p in sorted(model.named_parameters()):
+        _hash_into(h, p)
+    _hash_into(h, method.state_dict())
     return h.hexdigest()
+
+
+def _hash_into(h, value) -> None:
+    """Tensors by their bytes; mappings and sequences element by element; anything else by repr."""
+    if isinstance(value, torch.Tensor):
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        for k in sorted(value, key=str):
+            h.update(repr(k).encode())
+            _hash_into(h, value[k])
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _hash_into(h, v)
+    else:
+        h.update(repr(value).encode())
 
 
 def check_replicas(model: nn.Module, method: nn.Module, step: int) -> dict:

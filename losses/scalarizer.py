@@ -21,7 +21,9 @@ class ScalarizerMethod(LossMethod):
 
     def loss_vector(self, losses: dict[str, Tensor]) -> Tensor:
         self.check_losses(losses)
-        return torch.stack([losses[t].float() for t in self.tasks])
+        values = torch.stack([losses[t].float() for t in self.tasks])
+        # Constant losses (no graph) still get effective weights: differentiate with respect to them.
+        return values if values.requires_grad else values.requires_grad_()
 
     def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
         values = self.loss_vector(losses)
