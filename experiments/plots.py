@@ -147,7 +147,7 @@ def plot_delta_m(table: dict, out: Path) -> Path:
     """The benchmark's Delta_m (pooled, positive = worse) per method with its 95 % interval, best first."""
     rows = [r for r in table["rows"] if r.get("delta_m")]
     rows.sort(key=lambda r: r["delta_m"]["pooled"]["mean"])
-    fig = Figure(figsize=(6.4, 0.6 + 0.28 * max(len(rows), 1)))
+    fig = Figure(figsize=(6.4, 1.6 + 0.28 * len(rows)))
     ax = fig.add_subplot()
     for i, r in enumerate(rows):
         d = r["delta_m"]["pooled"]

@@ -8,6 +8,7 @@ import statistics
 import pytest
 import torch
 from scipy import stats
+from test_aggregate import PRESET, manifest, paths, rows_by_name, table, write_record  # noqa: F401
 
 from bench.methods import PassCounter
 from bench.train import random_batch
@@ -16,7 +17,6 @@ from engine.config import ConfigError, load_config
 from engine.step import train_step
 from experiments.delta_m import confidence_interval, delta_m, paired_delta_m
 from reproduce import only_methods
-from test_aggregate import PRESET, manifest, paths, rows_by_name, table, write_record  # noqa: F401
 
 BASE = {"semantic/miou": 50.0, "semantic/pixel_acc": 80.0, "instance/mean_error_px": 4.0,
         "depth/mean_error_px": 0.5, "depth/rmse_px": 1.0}
@@ -46,9 +46,11 @@ def test_confidence_interval_is_student_t_over_seeds():
 
 def test_paired_delta_m_pairs_seeds_and_skips_unpaired_ones():
     metrics = ["semantic/miou", "depth/mean_error_px"]
-    base = {0: {"semantic/miou": 50.0, "depth/mean_error_px": 0.5}, 1: {"semantic/miou": 40.0, "depth/mean_error_px": 0.4}}
-    method = {0: {"semantic/miou": 55.0, "depth/mean_error_px": 0.5}, 1: {"semantic/miou": 40.0, "depth/mean_error_px": 0.44},
-              2: {"semantic/miou": 99.0, "depth/mean_error_px": 0.1}}  # seed 2 has no baseline
+    def point(miou, depth):
+        return {"semantic/miou": miou, "depth/mean_error_px": depth}
+
+    base = {0: point(50.0, 0.5), 1: point(40.0, 0.4)}
+    method = {0: point(55.0, 0.5), 1: point(40.0, 0.44), 2: point(99.0, 0.1)}  # seed 2 has no baseline
     d = paired_delta_m(method, base, metrics)
     assert d["seeds"] == [0, 1]
     # seed 0: pooled -(10 + 0)/2 = -5; seed 1: -(0 - 10)/2 = +5 (paired with seed 1's own baseline)
@@ -59,7 +61,8 @@ def test_paired_delta_m_pairs_seeds_and_skips_unpaired_ones():
 
 def test_benchmark_table_from_records(paths):  # noqa: F811
     for seed in (0, 1):
-        write_record(paths, "benchmark", "semantic-only", seed, {"semantic/miou": 50.0 + seed, "semantic/pixel_acc": 80.0})
+        write_record(paths, "benchmark", "semantic-only", seed,
+                     {"semantic/miou": 50.0 + seed, "semantic/pixel_acc": 80.0})
         write_record(paths, "benchmark", "instance-only", seed, {"instance/mean_error_px": 4.0})
         write_record(paths, "benchmark", "depth-only", seed, {"depth/mean_error_px": 0.5, "depth/rmse_px": 1.0})
         write_record(paths, "benchmark", "famo", seed, {"semantic/miou": 55.0 + seed, "semantic/pixel_acc": 80.0,

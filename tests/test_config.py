@@ -48,7 +48,7 @@ def test_unknown_key_lists_valid_keys():
     ("tasks=[semantic, normals]", "unknown task"),
     ("method.fixed.weights.normals=1", "unknown task"),
     ("method.fixed.weights.depth=-1", "finite and >= 0"),
-    ("method.name=gradnorm", "unknown method 'gradnorm'"),
+    ("method.name=gradsurgery", "unknown method 'gradsurgery'"),
     ("method.uncertainty.form=eq7", "method.uncertainty: unknown uncertainty form"),
     ("method.dwa.temperature=0", "method.dwa: temperature must be > 0"),
     ("method.uncertainty.formm=gal", "unknown config key 'method.uncertainty.formm'.*method.uncertainty.form"),

@@ -17,7 +17,8 @@ def test_task_specs_name_every_task_once():
         assert all(m.task == name for m in spec.metrics)
         assert spec.accumulator().task == name
     assert TASK_SPECS["semantic"].channels == 19 and TASK_SPECS["instance"].pixel_axes == ("x", "y")
-    assert set(METRICS) == {"semantic/miou", "instance/mean_error_px", "depth/mean_error_px", "depth/rmse_px"}
+    assert set(METRICS) == {"semantic/miou", "semantic/pixel_acc", "instance/mean_error_px", "depth/mean_error_px",
+                            "depth/rmse_px"}
 
 
 def semantic_case():

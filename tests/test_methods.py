@@ -139,8 +139,8 @@ def test_fixed_weights_must_be_finite_and_not_negative():
 
 
 def test_errors_name_the_cause():
-    with pytest.raises(ValueError, match="'gradnorm'.*dwa.*fixed.*uncertainty"):
-        build_weighting("gradnorm", KINDS)
+    with pytest.raises(ValueError, match="'gradsurgery'.*dwa.*fixed.*uncertainty"):
+        build_weighting("gradsurgery", KINDS)
     with pytest.raises(ValueError, match=r"\['temperature'\].*valid options are \['form', 'init_log_var'\]"):
         build_weighting("uncertainty", KINDS, temperature=2.0)
     with pytest.raises(ValueError, match="'eq7'.*eq10.*gal.*libmtl"):
