@@ -116,3 +116,25 @@ def test_pass_counter(name, options, backward, to_features, forward):
     counter = PassCounter(p.model)
     train_step(p, random_batch(2, 32, 64, torch.device("cpu")), 0)
     assert (counter.encoder, counter.features, counter.forwards) == (backward, to_features, forward)
+
+
+def test_overheads_are_measured_once_for_all_rows_when_a_row_lacks_them(paths, monkeypatch):  # noqa: F811
+    import subprocess
+
+    import reproduce
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    m = manifest(paths, "benchmark")
+    out = paths.results / PRESET / "benchmark-overheads.json"
+    reproduce.measure_overheads(PRESET, [m], paths, paths.configs)
+    assert len(calls) == 1 and calls[0][1:3] == ["-m", "bench.methods"] and str(out) in calls[0]
+    rows = {r.name: {} for r in m.rows if r.name not in m.baselines.values()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows}))
+    reproduce.measure_overheads(PRESET, [m], paths, paths.configs)  # complete: nothing to measure
+    assert len(calls) == 1
+    del rows["famo"]
+    out.write_text(json.dumps({"rows": rows}))
+    reproduce.measure_overheads(PRESET, [m], paths, paths.configs)  # a row is missing: all measured again
+    assert len(calls) == 2
