@@ -30,7 +30,7 @@ from engine.build import build_parts
 from engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from engine.config import IDENTITY_SCHEMA, Config, ConfigError, load_config
 from engine.distributed import ReplicaMismatchError, check_replicas, init_distributed
-from engine.rundir import JsonlLog, check_same_experiment, git_commit, write_config
+from engine.rundir import JsonlLog, check_same_experiment, git_commit, plain, write_config
 from engine.step import NonFiniteLossError, train_step
 from evaluation import evaluate_model
 
@@ -143,7 +143,7 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
             "identity": cfg.identity(), "identity_schema": IDENTITY_SCHEMA, "command": command or sys.argv,
             "git_commit": git_commit(), "replicas": replicas,
             "wall_time_s": time.perf_counter() - started,  # this invocation only (after a resume: since it)
-            "method_state": {k: v.tolist() for k, v in parts.method.state_dict().items()}})
+            "method_state": plain(dict(parts.method.state_dict()))})
     log.close()
     return {"metrics": metrics, "model": parts.model, "method": parts.method, "replicas": replicas}
 

@@ -43,6 +43,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def plain(value):
+    """A method's state_dict as JSON values: tensors as (nested) lists, mappings and sequences element by
+    element (extra state such as FAMO's Adam moments included), other values as they are or by repr."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
 def _logged_step(line: str) -> float:
     """Step of a metrics.jsonl line; a line cut short by a crash counts as after every checkpoint."""
     try:

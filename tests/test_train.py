@@ -107,6 +107,23 @@ def test_train_end_to_end_and_not_retrained(synthetic_root, tmp_path):
     assert (run / "checkpoint.pt").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.parametrize("method", ["famo", "nash-mtl"])
+def test_metrics_json_holds_a_method_state_with_extra_state(synthetic_root, tmp_path, method):
+    """FAMO's Adam moments and Nash-MTL's solver state are extra state (a dict, not a tensor): the final
+    metrics.json must still be written (it used to end the run with an AttributeError after training),
+    and a finished checkpoint without metrics.json is evaluated and written on the next call."""
+    run = tmp_path / "run"
+    args = tiny_args(synthetic_root, run, "optim.iterations=2", f"method.name={method}",
+                     *([f"method.{method}.space=features"] if method == "nash-mtl" else []))
+    train.main(args)
+    final = json.loads((run / "metrics.json").read_text())
+    assert "_extra_state" in final["method_state"]
+    (run / "metrics.json").unlink()
+    train.main(args)
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["step"] == 2 and again["metrics"] == final["metrics"]
+
+
 def test_resume_refuses_a_different_experiment(synthetic_root, tmp_path):
     run = tmp_path / "run"
     train.main(tiny_args(synthetic_root, run, "optim.iterations=1"))
