@@ -56,11 +56,20 @@ def fmt_interval(ci: dict | None) -> str:
     return f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
 
 
+def _passes_cell(ov: dict | None) -> str:
+    """'1', or '1 (+3 partial)' when some backward passes stop at the shared features."""
+    if not ov:
+        return "—"
+    full = ov["backward_passes"]
+    partial = ov.get("backward_passes_to_features", full) - full
+    return f"{full:g}" + (f" (+{partial:g} partial)" if partial > 0 else "")
+
+
 def benchmark_markdown(t: dict) -> str:
     """A benchmark table: per method the metrics, both Delta_m with intervals and the overheads."""
     head = ["Method", "Kind"] + [c["title"] for c in t["columns"]] + [
         "Δm % (pooled, + worse)", "Δp % (per task, + better)", "step time × fixed", "peak memory MiB",
-        "backward passes / step", "Seeds"]
+        "backward passes / step", "forward passes / step", "Seeds"]
     o = t["overheads"]
     lines = [f"## {t['title']} on preset {t['preset']}", ""]
     if t["description"]:
@@ -78,8 +87,9 @@ def benchmark_markdown(t: dict) -> str:
     if o:
         lines += [f"- Overheads measured in one run of `{o['command']}` on {o['device']} (git commit "
                   f"{o['git_commit']}): median step time over {o['rounds']} interleaved rounds of {o['steps']} "
-                  f"steps, relative to {o['reference']} in the same run; {o['memory']}; backward passes "
-                  "counted (torch.autograd.backward and autograd.grad calls per step).", ""]
+                  f"steps, relative to {o['reference']} in the same run; {o['memory']}; passes counted by "
+                  "hooks: backward passes through the whole encoder, (+ those that stop at the shared "
+                  "features or the last shared layer), forward passes of the network.", ""]
     if t.get("image"):
         lines += [f"![{t['manifest']}]({t['image']})", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -92,7 +102,7 @@ def benchmark_markdown(t: dict) -> str:
         cells += [fmt_interval(d["pooled"]) if d else "—", fmt_interval(d["per_task"]) if d else "—"]
         ov = row["overheads"]
         cells += [f"{ov['step_time_rel']:.2f}" if ov else "—", f"{ov['peak_memory_mib']:.0f}" if ov else "—",
-                  f"{ov['backward_passes']:g}" if ov else "—", _seeds_cell(row)]
+                  _passes_cell(ov), f"{ov.get('forward_passes', 1):g}" if ov else "—", _seeds_cell(row)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + _provenance(t["rows"])) + "\n"
 
