@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from engine.rundir import plain
 
 
 class ReplicaMismatchError(RuntimeError):
@@ -34,24 +37,10 @@ def replica_digest(model: nn.Module, method: nn.Module) -> str:
     sync_bn each process keeps its own."""
     h = hashlib.blake2b(digest_size=16)
     for _, p in sorted(model.named_parameters()):
-        _hash_into(h, p)
-    _hash_into(h, method.state_dict())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    # The method's state is small: its plain JSON form (exact floats) covers tensors and extra state alike.
+    h.update(json.dumps(plain(dict(method.state_dict())), sort_keys=True).encode())
     return h.hexdigest()
-
-
-def _hash_into(h, value) -> None:
-    """Tensors by their bytes; mappings and sequences element by element; anything else by repr."""
-    if isinstance(value, torch.Tensor):
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, dict):
-        for k in sorted(value, key=str):
-            h.update(repr(k).encode())
-            _hash_into(h, value[k])
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _hash_into(h, v)
-    else:
-        h.update(repr(value).encode())
 
 
 def check_replicas(model: nn.Module, method: nn.Module, step: int) -> dict:
