@@ -31,9 +31,8 @@ from pathlib import Path
 
 import torch
 
-from bench.train import random_batch
+from bench.train import build as build_config
 from engine.atomic import write_json
-from engine.build import build_parts
 from engine.config import ConfigError
 from engine.rundir import git_commit
 from engine.step import StepParts, train_step
@@ -65,11 +64,7 @@ class PassCounter:
 
 
 def build(run, device: torch.device) -> tuple[StepParts, dict]:
-    cfg = run.config
-    h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
-    parts = build_parts(cfg, device, steps_per_epoch=10**9)
-    parts.model.train()
-    return parts, random_batch(cfg.optim.batch_size, h, w, device)
+    return build_config(run.config, device)
 
 
 def step(parts: StepParts, batch: dict, i: int, device: torch.device) -> float:

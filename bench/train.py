@@ -37,6 +37,14 @@ def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, 
     return {k: v.to(device) for k, v in b.items()}
 
 
+def build(cfg, device: torch.device):
+    """(parts, batch): the training parts of `cfg` in train mode and a random batch of its size."""
+    h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
+    parts = build_parts(cfg, device, steps_per_epoch=10**9)
+    parts.model.train()
+    return parts, random_batch(cfg.optim.batch_size, h, w, device)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", default=[])
@@ -50,9 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.benchmark = True
     h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
     bs = cfg.optim.batch_size
-    parts = build_parts(cfg, device, steps_per_epoch=10**9)
-    batch = random_batch(bs, h, w, device)
-    parts.model.train()
+    parts, batch = build(cfg, device)
 
     for i in range(args.warmup):
         train_step(parts, batch, i)
