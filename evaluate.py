@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     workers = cfg.data.num_workers if args.workers is None else args.workers
     try:
         data = CityscapesMultiTask(dataset_root(args.root, cfg), split, size=cfg.data.size, augment=False,
-                                   limit=args.limit)
+                                   limit=args.limit, cache=cfg.data.cache)
     except DataError as e:
         raise SystemExit(f"error: {e}") from e
     report = {"checkpoint": str(args.checkpoint), "step": step, "split": split, "root": str(data.root),

@@ -48,8 +48,10 @@ def make_loaders(cfg: Config, rank: int, world: int, start_step: int, pin: bool)
     """(training loader from `start_step` on, this process's shard of the val split, steps per epoch)."""
     d = cfg.data
     augment = Augment(flip=d.flip, scale=d.scale, crop=d.crop, jitter=d.jitter)
-    train_set = CityscapesMultiTask(cfg.data_root, d.train_split, size=d.size, augment=augment, limit=d.train_frames)
-    val_set = CityscapesMultiTask(cfg.data_root, d.val_split, size=d.size, augment=False, limit=d.val_frames)
+    train_set = CityscapesMultiTask(cfg.data_root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
+                                   cache=d.cache)
+    val_set = CityscapesMultiTask(cfg.data_root, d.val_split, size=d.size, augment=False, limit=d.val_frames,
+                                 cache=d.cache)
     per_rank_batch = cfg.optim.batch_size // world
     sampler = ResumableSampler(len(train_set), per_rank_batch, cfg.seed, rank, world, start_step=start_step)
     loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,

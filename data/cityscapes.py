@@ -177,6 +177,7 @@ class CityscapesMultiTask(Dataset):
         size: tuple[int, int] | None = None,
         augment: bool | Augment = False,
         limit: int | None = None,
+        cache: str | os.PathLike | None = "auto",
     ):
         self.root = resolve_root(root)
         self.split = split
@@ -189,27 +190,32 @@ class CityscapesMultiTask(Dataset):
             shown = "\n  ".join(str(p) for p in missing[:10])
             more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise DataError(f"{len(missing)} missing file(s) in split {split!r} of {self.root}:\n  {shown}{more}")
+        from data.cache import open_cache  # data.cache imports this module
+
+        # "auto": the Tiny cache (data/cache.py) of this split and size when one was built, "off": the PNGs.
+        self.cache = open_cache(cache, self.root, split, self.size, self.augment, frames)
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = read_sample(self.frames[index])
-        size = self.size or sample.shape
         aug = self.augment
-        if aug is None:
-            sample = resize(sample, size)
-            sample.image = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
-            return build_item(normalize(sample))
         # One generator per item, seeded from torch's RNG: reproducible under torch.manual_seed and
         # distinct per DataLoader worker (torch seeds each worker differently).
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        geometry = sample_geometry(rng, aug, size)
-        # Resize first so jitter and normalisation work on the final number of pixels; padding
-        # happens on the normalised image so that it gets the mean colour (0).
-        sample = resize(sample, geometry.size)
-        sample.image = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
+        rng = None if aug is None else np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        if self.cache is not None:  # the PNG path's state after resizing, RGB (the cache needs a fixed size)
+            sample = self.cache.sample(index)
+            geometry = None if aug is None else sample_geometry(rng, aug, self.size)
+        else:
+            sample = read_sample(self.frames[index])
+            size = self.size or sample.shape
+            geometry = None if aug is None else sample_geometry(rng, aug, size)
+            # Resize first so jitter and normalisation work on the final number of pixels.
+            sample = resize(sample, size if geometry is None else geometry.size)
+            sample.image = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
+        if aug is None:
+            return build_item(normalize(sample))
         if aug.jitter:
             sample.image = jitter(sample.image, rng)
-        sample = apply_geometry(normalize(sample), geometry)
-        return build_item(sample)
+        # Padding happens on the normalised image so that it gets the mean colour (0).
+        return build_item(apply_geometry(normalize(sample), geometry))

@@ -38,7 +38,7 @@ from tasks import TASK_KINDS, TASKS, check_tasks
 IDENTITY_SCHEMA = 1
 # Fields that do not change the trained weights: not part of the identity.
 NOT_IDENTITY = frozenset({"name", "run_dir", "log_every", "val_every", "ckpt_every", "wandb", "eval_batch_size",
-                          "data.root", "data.num_workers"})
+                          "data.root", "data.num_workers", "data.cache"})
 
 
 @dataclass
@@ -56,6 +56,9 @@ class DataConfig:
     train_frames: int | None = None  # use only the first N train frames (None: all)
     val_frames: int | None = None  # use only the first N val frames (None: all)
     num_workers: int = 2
+    # auto: the Tiny cache ROOT/cache/<H>x<W>/<split> when built (python -m data.cache), else the PNGs;
+    # off: always the PNGs; a directory: that cache, required. Items are identical either way.
+    cache: str = "auto"
 
 
 @dataclass
