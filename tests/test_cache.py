@@ -153,3 +153,17 @@ def test_config_switch_reaches_the_loaders(synthetic_root, cache_dir):
         assert (val_loader.dataset.dataset.cache is not None) == cached
         assert cfg.identity() == load_config(overrides=base).identity()  # same items: same experiment
         assert Config().data.cache == "auto"
+
+
+def test_data_benchmark_writes_its_figures(synthetic_root, tmp_path):
+    import json
+
+    from bench.data import main as bench_data
+
+    out = tmp_path / "perf.json"
+    (result,) = bench_data(["--root", str(synthetic_root), "--items", "2", "--size", "32x64", "--json", str(out)])
+    assert result["cache_equals_png"] and result["ms_per_item"]["cache"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["command"].startswith("python -m bench.data --root") and saved["git_commit"]
+    assert saved["results"][0]["dataloader_samples_per_s"].keys() == {
+        "png_workers0", "cache_workers0", "png_workers2", "cache_workers2"}
