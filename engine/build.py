@@ -36,6 +36,8 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
     """Everything `engine.step.train_step` needs, freshly initialised from `cfg.seed`."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if world > 1 and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg).to(device)
@@ -49,4 +51,4 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
     return StepParts(model=model, net=net, method=method, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                      autocast_dtype=dtype, grad_clip=cfg.optim.grad_clip, seed=cfg.seed,
                      steps_per_epoch=steps_per_epoch, iterations=cfg.optim.iterations, world=world, rank=rank,
-                     device=device)
+                     device=device, channels_last=cfg.channels_last)

@@ -117,6 +117,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
     deterministic: bool = False
+    channels_last: bool = False  # NHWC activations and weights (tensor-core friendly on GPU; see bench/train.py)
     sync_bn: bool = False
     log_every: int = 20
     val_every: int = 0  # 0: validate only at the end

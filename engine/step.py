@@ -64,6 +64,7 @@ class StepParts:
     world: int = 1
     rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = False  # the image enters the network in NHWC layout (the model converted by the builder)
 
     def state_dict(self) -> dict:
         """What a checkpoint needs of the parts (besides RNG states, step and config)."""
@@ -115,8 +116,9 @@ def train_step(p: StepParts, batch: dict[str, Tensor], step: int) -> StepResult:
 def _forward(p: StepParts, batch: dict[str, Tensor], with_features: bool = False, net: nn.Module | None = None):
     """(task losses of this process, shared features or None); `net` defaults to `p.net`."""
     net = net or p.net
+    image = batch["image"].contiguous(memory_format=torch.channels_last) if p.channels_last else batch["image"]
     with torch.autocast(p.device.type, dtype=p.autocast_dtype, enabled=p.autocast_dtype is not None):
-        out = net(batch["image"], with_features=True) if with_features else net(batch["image"])
+        out = net(image, with_features=True) if with_features else net(image)
     outputs, features = out if with_features else (out, None)  # outputs: {task: (B, C, H, W)}
     return task_losses(outputs, batch), features
 
