@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import train
+from bench.perf_table import render
 from bench.train import gpu_peaks
 from bench.train import main as bench_train
 from engine.build import build_parts
@@ -63,6 +64,8 @@ def test_step_benchmark_reports_variants_flops_and_mfu(tmp_path):
         assert row["s_per_step_p50"] <= row["s_per_step_p90"] and row["images_per_s"] > 0
     saved = json.loads(out.read_text())
     assert saved["command"].startswith("python -m bench.train") and saved["git_commit"] and saved["config"]
+    table = render(tmp_path)  # results/perf/README.md from the JSON files
+    assert "| bf16 | amp=bf16 |" in table and saved["command"] in table
 
 
 def test_step_benchmark_with_the_real_loader_measures_the_data_wait(synthetic_root):
