@@ -24,7 +24,8 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module
     method_params = method.optimizer_parameters()
     if method_params:
         groups.append({"params": method_params, "weight_decay": 0.0, "lr": o.lr * cfg.method.lr_mult})
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    impl = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}[o.impl]
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **impl)
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, iterations: int, power: float):

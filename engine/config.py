@@ -104,6 +104,7 @@ class OptimConfig:
     weight_decay: float = 1e-4  # not applied to norms, biases or log-variances
     poly_power: float = 0.9
     grad_clip: float | None = None
+    impl: str = "auto"  # SGD implementation: auto (torch's choice) | foreach | fused | loop (one tensor at a time)
 
 
 @dataclass
@@ -444,6 +445,8 @@ def _validate(cfg: Config) -> None:
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.wandb in ("disabled", "offline", "online"),
          f"wandb must be disabled, offline or online, got {cfg.wandb!r}")
+    need(cfg.optim.impl in ("auto", "foreach", "fused", "loop"),
+         f"optim.impl must be auto, foreach, fused or loop, got {cfg.optim.impl!r}")
     need(cfg.method.lr_mult >= 0, f"method.lr_mult must be >= 0, got {cfg.method.lr_mult}")
     for name, options in list(cfg.method.options.items()):  # re-run each options class's own checks
         try:

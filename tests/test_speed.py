@@ -18,7 +18,8 @@ TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels
         "optim.batch_size=2", "data.num_workers=0", "log_every=1", "eval_batch_size=4", "deterministic=true"]
 
 SWITCHES = {"channels_last": ["channels_last=true"], "bf16": ["amp=bf16"],
-            "bf16-channels_last": ["amp=bf16", "channels_last=true"]}
+            "bf16-channels_last": ["amp=bf16", "channels_last=true"], "foreach": ["optim.impl=foreach"],
+            "fused": ["optim.impl=fused"], "loop": ["optim.impl=loop"]}
 
 
 @pytest.mark.parametrize("name", SWITCHES)
@@ -80,3 +81,13 @@ def test_gpu_peak_table():
     assert gpu_peaks("NVIDIA H100 PCIe")[0] == "H100 PCIe"
     assert gpu_peaks("NVIDIA H200")[1]["bf16"] > gpu_peaks("NVIDIA A100-SXM4-80GB")[1]["bf16"]
     assert gpu_peaks("Tesla T4") == (None, None)
+
+
+def test_sgd_implementation_switch():
+    from engine.config import ConfigError
+
+    for impl, flags in (("foreach", {"foreach": True}), ("fused", {"fused": True}), ("loop", {"foreach": False})):
+        parts = build_parts(load_config([], [*TINY, f"optim.impl={impl}"]), torch.device("cpu"), steps_per_epoch=10)
+        assert all(parts.optimizer.defaults[k] == v for k, v in flags.items()), impl
+    with pytest.raises(ConfigError, match="optim.impl must be auto, foreach, fused or loop"):
+        load_config([], ["optim.impl=fast"])
