@@ -91,3 +91,22 @@ def test_sgd_implementation_switch():
         assert all(parts.optimizer.defaults[k] == v for k, v in flags.items()), impl
     with pytest.raises(ConfigError, match="optim.impl must be auto, foreach, fused or loop"):
         load_config([], ["optim.impl=fast"])
+
+
+def test_compare_runs_over_seeds(tmp_path):
+    from bench.compare_runs import METRICS
+    from bench.compare_runs import main as compare
+
+    def run(name, seed, value):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"config": {"seed": seed}, "command": ["python", "train.py"],
+                                                    "wall_time_s": 10.0, "metrics": dict.fromkeys(METRICS, value)}))
+        return str(d)
+
+    a = [run("a0", 0, 1.0), run("a1", 1, 3.0)]  # mean 2, sd sqrt(2)
+    out = compare(["--a", "fp32", *a, "--b", "bf16", run("b0", 0, 2.5), run("b1", 1, 3.5)])
+    assert out["metrics"]["depth/rmse_px"]["diff_in_sd_a"] == pytest.approx(1 / 2**0.5)
+    assert out["within_one_sd"]
+    out = compare(["--a", "fp32", *a, "--b", "bf16", run("c0", 0, 4.0), run("c1", 1, 4.0)])
+    assert not out["within_one_sd"]
