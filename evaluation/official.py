@@ -360,7 +360,8 @@ def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device:
                 found = group_instances(semantic, vectors, method, probabilities=confidence)
                 grouping_s[method] += time.perf_counter() - start
                 write_instance_predictions(Path(pred_dir) / f"instance-{method}", frame, found)
-    result = {"metrics": at_input.compute(), "full_resolution": at_full.compute(), "errors": []}
+    result = {"metrics": at_input.compute(), "full_resolution": at_full.compute(), "errors": [],
+              "file_size": list(full[0]["semantic"].shape) if len(full) else None}
     frames = [f.name for f in data.frames]
     if has_semantic:
         try:

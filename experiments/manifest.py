@@ -9,6 +9,8 @@
     x: {label: depth weight, task: depth}  # optional: a sweep, drawn against x (rows then give `x`)
     curves: true                           # optional: draw the learned task weights over training
     baselines: {semantic: semantic-only}   # optional: each task's single-task row, for Delta_m (benchmark)
+    official: {grouping: [hough, optics]}  # optional: also score each run with the official Cityscapes
+                                           # evaluators at full resolution (Table 2), instances grouped by these
     rows:
       - name: semantic-only                # unique within the manifest; a file-name-safe slug
         label: Segmentation only           # optional: shown in the table (default: name)
@@ -35,7 +37,7 @@ from engine.config import ConfigError
 from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines"}
+_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official"}
 _ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds"}
 
 
@@ -68,6 +70,7 @@ class Manifest:
     x: dict | None = None  # {"label": ..., "task": ...} for a sweep
     curves: bool = False
     baselines: dict[str, str] | None = None  # task -> the row training that task alone (Delta_m)
+    official: dict | None = None  # {"grouping": [methods]}: full-resolution official evaluation (Table 2)
 
     @property
     def is_sweep(self) -> bool:
@@ -143,9 +146,18 @@ def load_manifest(path: Path) -> Manifest:
         bad = {t: r for t, r in baselines.items() if r not in names}
         if bad:
             raise ConfigError(f"{path}: baselines name rows that do not exist: {bad}")
+    official = data.get("official")
+    if official is not None:
+        from evaluation.instances import METHODS as GROUPING
+
+        _keys(official, {"grouping"}, f"{path}: official")
+        grouping = official.get("grouping", ["hough"])
+        if not isinstance(grouping, list) or not grouping or any(g not in GROUPING for g in grouping):
+            raise ConfigError(f"{path}: official.grouping must be a list of {sorted(GROUPING)}, got {grouping!r}")
+        official = {"grouping": list(grouping)}
     return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
                     data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
-                    baselines)
+                    baselines, official)
 
 
 def list_manifests(directory: Path) -> list[Manifest]:
