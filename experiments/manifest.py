@@ -18,6 +18,7 @@
           tasks: [semantic]
           method: {name: fixed, fixed: {weights: {semantic: 1.0}}}
         paper: {row: Segmentation only}    # or {where: {w_semantic: 1.0, w_depth: 0.0}} or {key: learned}
+        presets: {synthetic-cpu: {optim: {iterations: 600}}}  # optional: more overrides on one preset only
         x: 0.0                             # sweeps: the x value, or `learned` (the x task's learned share)
         seeds: [0, 1, 2]                   # optional
 
@@ -38,7 +39,7 @@ from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official"}
-_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds"}
+_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Row:
     paper: dict | None = None
     x: float | str | None = None
     seeds: tuple[int, ...] | None = None
+    presets: dict | None = None  # preset name -> overrides applied after `config` on that preset only
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ def load_manifest(path: Path) -> Manifest:
         names.add(name)
         if not isinstance(r.get("config", {}), dict):
             raise ConfigError(f"{where}: config must be a mapping of overrides")
+        presets = r.get("presets")
+        if presets is not None and not (isinstance(presets, dict)
+                                        and all(isinstance(v, dict) for v in presets.values())):
+            raise ConfigError(f"{where}: presets must map a preset name to a mapping of overrides")
         if r.get("paper") is not None:
             _keys(r["paper"], {"row", "where", "key"}, f"{where}: paper")
         row_x = r.get("x")
@@ -137,7 +143,7 @@ def load_manifest(path: Path) -> Manifest:
             raise ConfigError(f"{where}: x: learned needs the manifest's x.task")
         rows.append(Row(name, str(r.get("label", name)), r.get("config") or {}, r.get("paper"),
                         float(row_x) if isinstance(row_x, (int, float)) else row_x,
-                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None))
+                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None, presets))
     if not rows:
         raise ConfigError(f"{path}: no rows")
     baselines = data.get("baselines")

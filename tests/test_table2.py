@@ -3,6 +3,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +86,16 @@ def test_a_record_without_its_checkpoint_is_a_named_failure(table2, capsys):
     (run.run_dir / "checkpoint.pt").unlink()
     failed = runner.evaluate_official_runs("mini", manifests, None, paths, root)
     assert len(failed) == 1 and "has no checkpoint to score" in failed[0][1]
+
+
+def test_the_committed_table2_row_trains_longer_only_on_the_synthetic_preset():
+    root = Path(__file__).resolve().parents[1]
+    manifest = load_manifest(root / "configs" / "experiments" / "table2.yaml")
+    assert manifest.official == {"grouping": ["hough", "optics"]}
+    for preset, iterations in (("synthetic-cpu", 600), ("paper_full", 100000)):
+        (run,) = runs_of(manifest, preset)
+        assert run.config.optim.iterations == iterations and run.config.method.name == "uncertainty"
+        assert run.config.tasks == ("semantic", "instance", "depth")
 
 
 def test_manifest_official_grouping_is_checked(tmp_path):
