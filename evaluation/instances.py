@@ -107,9 +107,11 @@ def group_instances(semantic: np.ndarray, vectors: np.ndarray, method: str = "ho
     instances = []
     for train_id, label_id in sorted(INSTANCE_TRAIN_IDS.items()):
         ys, xs = np.nonzero(semantic == train_id)
+        votes = np.stack([xs + vectors[0, ys, xs], ys + vectors[1, ys, xs]], axis=1)
+        finite = np.isfinite(votes).all(axis=1)  # a non-finite vector votes nowhere: its pixel joins nothing
+        ys, xs, votes = ys[finite], xs[finite], votes[finite]
         if xs.size == 0:
             continue
-        votes = np.stack([xs + vectors[0, ys, xs], ys + vectors[1, ys, xs]], axis=1)
         if method == "hough":
             centres = _hough_centres(votes, (h, w), opts, scale)
         else:
