@@ -136,18 +136,21 @@ def units_sentence(t: dict) -> str | None:
     paper_w = u["paper_size"][1]
     parts = []
     for m in u["measured"]:
-        if m["factor"] is None:
-            parts.append("rows marked † were measured at the files' own resolution, whose width the run records do "
-                         "not hold, and are shown as measured")
-        elif m["factor"] == 1:
+        if m["factor"] == 1:
             parts.append(f"measured at {_size(m['size'])}, no conversion")
-        else:
+        elif m["factor"] is not None:
             parts.append(f"measured at {_size(m['size'])} and multiplied by {paper_w} / {m['size'][1]} = "
                          f"{m['factor']:g}")
-    return (f"Units: {names} in pixels at {_size(u['paper_size'])}, the paper's resolution for this table, so ours "
-            f"and the paper's compare directly; ours were {'; '.join(parts)} (a length in pixels scales with the "
-            "frame width; the JSON keeps the measured values under `ours`, the shown ones under "
-            f"`ours_paper_units`).{sky}")
+    text = (f"Units: {names} in pixels at {_size(u['paper_size'])}, the paper's resolution for this table, so ours "
+            "and the paper's compare directly")
+    if parts:
+        text += f"; ours were {'; '.join(parts)}"
+    text += (" (a length in pixels scales with the frame width; the JSON keeps the measured values under `ours`, "
+             "the shown ones under `ours_paper_units`).")
+    if any(m["factor"] is None for m in u["measured"]):
+        text += (" Rows marked † were measured at the files' own resolution, whose width the run records do not "
+                 "hold, and are shown as measured.")
+    return text + sky
 
 
 def _cell(summary: dict | None, digits: int = 2) -> str:
