@@ -51,7 +51,7 @@ def load_model(path: str | Path) -> tuple[Config, torch.nn.Module, int]:
         cfg = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, AttributeError) as e:
         raise RuntimeError(f"{path}: the saved config is not valid for this code ({e})") from e
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=False)  # the checkpoint's weights replace any initial ones
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

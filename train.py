@@ -33,6 +33,7 @@ from engine.distributed import ReplicaMismatchError, check_replicas, init_distri
 from engine.rundir import JsonlLog, check_same_experiment, git_commit, plain, write_config
 from engine.step import NonFiniteLossError, train_step
 from evaluation import evaluate_model
+from models.pretrained import PretrainedWeightsMissing, check_initial_weights
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
@@ -80,11 +81,13 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None:
         check_same_experiment(cfg, ckpt["config"], run_dir)
+    if ckpt is None:  # offline without the configured initial weights: stop before anything is written
+        check_initial_weights(cfg.model)
     step = ckpt["step"] if ckpt is not None else 0
     loader, val_loader, steps_per_epoch = make_loaders(cfg, rank, world, step, pin=device.type == "cuda")
 
     # Model, method, optimiser, schedule, scaler (and DDP): the method's parameters live outside the network.
-    parts = build_parts(cfg, device, steps_per_epoch, world, rank)
+    parts = build_parts(cfg, device, steps_per_epoch, world, rank, pretrained=ckpt is None)
     if ckpt is not None:  # resume
         parts.load_state_dict(ckpt)
         set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     except NonFiniteLossError as e:
         sys.exit(f"error: {e}; stopped without saving, last good checkpoint kept: "
                  f"{cfg.resolved_run_dir / 'checkpoint.pt'}")
-    except (ConfigError, DataError, ReplicaMismatchError) as e:
+    except (ConfigError, DataError, ReplicaMismatchError, PretrainedWeightsMissing) as e:
         sys.exit(f"error: {e}")
     finally:
         if dist.is_initialized():

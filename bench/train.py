@@ -40,7 +40,7 @@ def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, 
 def build(cfg, device: torch.device):
     """(parts, batch): the training parts of `cfg` in train mode and a random batch of its size."""
     h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
-    parts = build_parts(cfg, device, steps_per_epoch=10**9)
+    parts = build_parts(cfg, device, steps_per_epoch=10**9, pretrained=False)  # speed: initial weights do not matter
     parts.model.train()
     return parts, random_batch(cfg.optim.batch_size, h, w, device)
 

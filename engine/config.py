@@ -64,7 +64,10 @@ class ModelConfig:
 
     backbone: str = "resnet101"
     output_stride: int = 8
-    backbone_weights: str | None = None  # local torchvision ResNet state dict; nothing is downloaded
+    backbone_weights: str | None = None  # local torchvision ResNet state dict (used instead of `pretrained`)
+    # imagenet: torchvision's ImageNet weights from torch's cache (models/pretrained.py; never downloaded at
+    # run time); none: random initialisation. The default keeps the identity of runs made before the option.
+    pretrained: str = "none"
     aspp_channels: int = 256
     aspp_rates: tuple[int, int, int] = (12, 24, 36)  # at output stride 8; halved at 16
     aspp_projection: bool = False  # the paper concatenates to 1280 channels without projection
@@ -433,6 +436,8 @@ def _validate(cfg: Config) -> None:
 
     need(cfg.model.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
     need(cfg.model.head_kernel in (1, 3), f"model.head_kernel must be 1 or 3, got {cfg.model.head_kernel}")
+    need(cfg.model.pretrained in ("imagenet", "none"),
+         f"model.pretrained must be imagenet or none, got {cfg.model.pretrained!r}")
     need(cfg.optim.iterations > 0, "optim.iterations must be positive")
     need(cfg.optim.batch_size > 0, "optim.batch_size must be positive")
     need(cfg.optim.lr > 0, "optim.lr must be positive")

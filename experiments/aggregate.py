@@ -56,6 +56,35 @@ def paper_values(paper: dict, manifest: Manifest, row: Row) -> dict[str, float |
     return {c.metric: match.get(c.paper) for c in manifest.columns if c.paper}
 
 
+def unit_factor(size, paper_size) -> float | None:
+    """What a pixel error measured on frames of `size` (H, W) is multiplied by to be in pixels of the paper's
+    frames `paper_size` (H, W): paper width / our width (a length in pixels scales with the frame). None when
+    either is unknown: `size` None is the files' own resolution, whose width the run records do not hold."""
+    if size is None or paper_size is None:
+        return None
+    return paper_size[1] / size[1]
+
+
+def in_paper_units(ours: dict[str, dict | None], factor: float | None) -> dict[str, dict | None]:
+    """`ours` ({metric: summary}) with the pixel metrics multiplied by `factor` (unchanged without one)."""
+    def convert(metric: str, s: dict | None) -> dict | None:
+        if s is None or factor is None or METRICS[metric].unit != "px":
+            return s
+        return summarize([v * factor for v in s["values"]])
+
+    return {m: convert(m, s) for m, s in ours.items()}
+
+
+def units_of(paper_size, rows: list[dict]) -> dict:
+    """The table's units: the paper's frame size its pixel errors are shown at (None: shown as measured),
+    the sizes our rows were measured at and their factors, and the pixel metrics converted."""
+    sizes = sorted({(tuple(r["units"]["size"]) if r["units"]["size"] else None, r["units"]["factor"]) for r in rows},
+                   key=lambda sf: (sf[0] is None, sf[0] or (0, 0)))
+    return {"paper_size": list(paper_size) if paper_size else None,
+            "measured": [{"size": list(size) if size else None, "factor": factor} for size, factor in sizes],
+            "pixel_metrics": [m for m in METRICS if METRICS[m].unit == "px"]}
+
+
 def final_weights(records: list[Record]) -> dict[str, float] | None:
     """Mean over seeds of the last logged effective weight of each task."""
     per_task: dict[str, list[float]] = {}
@@ -79,6 +108,8 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
     for rec in records.values():
         by_row.setdefault(rec.row_identity, []).append(rec)
     rows, found_by_row = [], {}
+    section = (paper.get(manifest.paper) if manifest.paper else None) or {}
+    paper_size = section.get("size")  # (H, W) the paper's errors are measured at (Table 1, Figure 2: 128x256)
     for row in manifest.rows:
         planned = [resolve(manifest, row, s, preset, paths) for s in row_seeds(manifest, row, seeds)]
         cfg = planned[0].config
@@ -100,14 +131,18 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             "git_commit": {str(r.seed): r.data.get("git_commit") for r in found},
             "command": {str(r.seed): r.data.get("command") for r in found},
             "planned_command": train_command(planned[0]),
-            "ours": ours, "paper": paper_values(paper, manifest, row), "final_weights": weights,
+            "ours": ours,  # as measured, at the row's training resolution
+            # pixel errors in the paper's units (pixels of its frames), as the table shows them
+            "ours_paper_units": in_paper_units(ours, unit_factor(cfg.data.size, paper_size)),
+            "units": {"size": list(cfg.data.size) if cfg.data.size else None,
+                      "factor": unit_factor(cfg.data.size, paper_size)},
+            "paper": paper_values(paper, manifest, row), "final_weights": weights,
             "learns_weights": learns_weights(found), "kind": method_class(cfg.method.name).kind,
         }
         if manifest.is_sweep:
             entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
             entry["x_learned"] = row.x == "learned"
         rows.append(entry)
-    section = (paper.get(manifest.paper) if manifest.paper else None) or {}
     extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
     if manifest.official:
         for row in rows:
@@ -120,7 +155,7 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         "columns": [{"metric": c.metric, "title": METRICS[c.metric].title, "digits": METRICS[c.metric].digits,
                      "higher_is_better": METRICS[c.metric].higher_is_better, "paper": c.paper}
                     for c in manifest.columns],
-        "x": manifest.x, "std": STD, "paper_caption": section.get("caption"),
+        "x": manifest.x, "std": STD, "paper_caption": section.get("caption"), "units": units_of(paper_size, rows),
         "results": sum(len(r["seeds"]) for r in rows), "rows": rows,
     } | extra
 
