@@ -144,6 +144,10 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             entry["x_learned"] = row.x == "learned"
         rows.append(entry)
     extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
+    if manifest.settle:
+        for row in rows:
+            row["settle"] = settle_columns(found_by_row[row["name"]], manifest.settle)
+        extra["settle"] = {"tolerance": manifest.settle}
     if manifest.official:
         for row in rows:
             row["official"] = official_columns(found_by_row[row["name"]], manifest.official["grouping"])
@@ -182,6 +186,41 @@ def benchmark_columns(manifest: Manifest, preset: str, rows: list[dict], found: 
         row["overheads"] = (overheads or {}).get("rows", {}).get(row["name"])
     meta = None if overheads is None else {k: v for k, v in overheads.items() if k != "rows"}
     return {"baselines": dict(manifest.baselines), "delta_m_conventions": CONVENTIONS, "overheads": meta}
+
+
+def settle_step(steps: list[int], values: list[float], tolerance: float) -> int | None:
+    """The first logged step from which `values` stay within `tolerance` (relative) of the last value."""
+    final = values[-1] if values else math.nan
+    if not math.isfinite(final) or final == 0:
+        return None
+    settled = None
+    for step, v in zip(steps, values):
+        if math.isfinite(v) and abs(v - final) <= tolerance * abs(final):
+            settled = step if settled is None else settled
+        else:
+            settled = None
+    return settled
+
+
+def settle_columns(found: list[Record], tolerance: float) -> dict:
+    """Per task: the iteration from which sigma^2 stays within `tolerance` of its final value and the final
+    sigma^2 (each summarised over seeds), with the logging interval that bounds the step's resolution."""
+    out: dict = {"tasks": {}, "log_every": sorted({r.config.log_every for r in found})}
+    tasks = sorted({k.split("/", 1)[1] for r in found for k in (r.data.get("curves") or {}) if k.startswith("sigma2/")})
+    for task in tasks:
+        steps, finals = [], []
+        for r in found:
+            curves = r.data.get("curves") or {}
+            series = curves.get(f"sigma2/{task}")
+            if not series:
+                continue
+            step = settle_step(curves["step"], series, tolerance)
+            if step is not None:
+                steps.append(float(step))
+            finals.append(series[-1])
+        out["tasks"][task] = {"settle_step": summarize(steps) if steps else None,
+                              "final_sigma2": summarize(finals) if finals else None}
+    return out
 
 
 PIXEL_SCORES = ("iou_class", "iiou_class", "iou_category", "iiou_category")

@@ -9,6 +9,8 @@
     x: {label: depth weight, task: depth}  # optional: a sweep, drawn against x (rows then give `x`)
     curves: true                           # optional: draw the learned task weights over training
     baselines: {semantic: semantic-only}   # optional: each task's single-task row, for Delta_m (benchmark)
+    settle: 0.1                            # optional: when each learned sigma^2 stays within 10 % of its final
+                                           # value, per row, and all rows' curves in one figure (Appendix B)
     official: {grouping: [hough, optics]}  # optional: also score each run with the official Cityscapes
                                            # evaluators at full resolution (Table 2), instances grouped by these
     rows:
@@ -38,7 +40,8 @@ from engine.config import ConfigError
 from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official"}
+_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official",
+                  "settle"}
 _ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets"}
 
 
@@ -73,6 +76,7 @@ class Manifest:
     curves: bool = False
     baselines: dict[str, str] | None = None  # task -> the row training that task alone (Delta_m)
     official: dict | None = None  # {"grouping": [methods]}: full-resolution official evaluation (Table 2)
+    settle: float | None = None  # relative tolerance of the sigma^2 settling iteration (Appendix B)
 
     @property
     def is_sweep(self) -> bool:
@@ -161,9 +165,13 @@ def load_manifest(path: Path) -> Manifest:
         if not isinstance(grouping, list) or not grouping or any(g not in GROUPING for g in grouping):
             raise ConfigError(f"{path}: official.grouping must be a list of {sorted(GROUPING)}, got {grouping!r}")
         official = {"grouping": list(grouping)}
+    settle = data.get("settle")
+    if settle is not None and not (isinstance(settle, (int, float)) and not isinstance(settle, bool)
+                                   and 0 < settle < 1):
+        raise ConfigError(f"{path}: settle must be a fraction between 0 and 1 (e.g. 0.1), got {settle!r}")
     return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
                     data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
-                    baselines, official)
+                    baselines, official, float(settle) if settle is not None else None)
 
 
 def list_manifests(directory: Path) -> list[Manifest]:

@@ -279,10 +279,33 @@ def markdown(t: dict) -> str:
     if any(r["x_learned"] for r in t["rows"] if t["x"]):
         lines += ["", f"'learned': the {t['x']['task']} task's share of the effective task weights uncertainty "
                   "weighting reaches at the end of training (mean over seeds)."]
+    if t.get("settle"):
+        lines += _settle_lines(t)
     if t.get("curves"):
         links = ", ".join(f"[{name}]({target})" for name, target in t["curves"].items())
         lines += ["", f"Effective task weights (and sigma^2) over training (the paper's Appendix B): {links}."]
     return "\n".join(lines + _provenance(t["rows"])) + "\n"
+
+
+def _settle_lines(t: dict) -> list[str]:
+    """Per row and task: the iteration from which sigma^2 stays within the tolerance of its final value."""
+    tol = t["settle"]["tolerance"]
+    tasks = sorted({task for row in t["rows"] for task in row["settle"]["tasks"]})
+    every = sorted({n for row in t["rows"] for n in row["settle"]["log_every"]})
+    head = ["Row"] + [f"{task}: settled from iteration" for task in tasks] + [f"{task}: final σ²" for task in tasks]
+    lines = ["", f"### σ² settling: the first logged iteration from which each task's σ² stays within "
+                 f"{tol:.0%} of its final value", "",
+             f"Resolution: σ² is logged every {', '.join(map(str, every)) or '?'} iterations. Mean ± std over "
+             "seeds; '—': never settled or not learned.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in t["rows"]:
+        cells = [row["label"]]
+        cells += [fmt_cell((row["settle"]["tasks"].get(task) or {}).get("settle_step"), 0)
+                  if (row["settle"]["tasks"].get(task) or {}).get("settle_step") else "—" for task in tasks]
+        cells += [fmt_cell((row["settle"]["tasks"].get(task) or {}).get("final_sigma2"), 3)
+                  if (row["settle"]["tasks"].get(task) or {}).get("final_sigma2") else "—" for task in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _provenance(rows: list[dict]) -> list[str]:
@@ -310,6 +333,16 @@ def curve_figures(t: dict, records: dict[str, Record], out_dir: Path) -> dict[st
         out = out_dir / "curves" / f"{row['name']}.png"
         written[row["name"]] = link(plots.plot_uncertainty(curves, out, title=f"{row['name']} on {t['preset']}"))
     return written
+
+
+def settle_curves(t: dict, records: dict[str, Record]) -> dict[str, dict]:
+    """{row label: the curves of its first seed} for every row with a recorded run."""
+    out = {}
+    for row in t["rows"]:
+        if row["seeds"]:
+            rec = records[row["identity"][str(row["seeds"][0])]]
+            out[row["label"]] = rec.data.get("curves") or {"step": []}
+    return out
 
 
 def check_not_fewer(t: dict, path: Path) -> None:
@@ -340,6 +373,11 @@ def write_report(manifest: Manifest, preset: str, paths: Paths = Paths(), seeds:
     if manifest.is_sweep or manifest.baselines:
         draw = plots.plot_sweep if manifest.is_sweep else plots.plot_delta_m
         image = draw(t, out_dir / f"{manifest.name}.png")
+        t["image"] = link(image)
+        written.append(image)
+    if manifest.settle:
+        image = plots.plot_uncertainty(settle_curves(t, records), out_dir / f"{manifest.name}.png",
+                                       title=f"{manifest.title} on {preset}: σ² and weights by row (first seed)")
         t["image"] = link(image)
         written.append(image)
     if manifest.curves:
