@@ -14,7 +14,6 @@ mean error and RMSE in pixels at full resolution.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,9 +24,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.cityscapes import CityscapesMultiTask, DataError
-from engine.checkpoint import load_checkpoint
+from engine.atomic import write_json
+from engine.checkpoint import load_checkpoint, nonfinite_tensors
 from engine.config import Config, ConfigError, config_from_dict
-from evaluation import MultiTaskMetrics, evaluate_model
+from evaluation import MultiTaskMetrics, NonFiniteOutputError, evaluate_model
 from evaluation.figures import write_figures
 from evaluation.official import evaluate_official
 from tasks import METRICS
@@ -42,6 +42,10 @@ def load_model(path: str | Path) -> tuple[Config, torch.nn.Module, int]:
     from models import build_model
 
     ckpt = load_checkpoint(Path(path))
+    bad = nonfinite_tensors(ckpt["model"]) if isinstance(ckpt["model"], dict) else []
+    if bad:  # its metrics would be meaningless numbers
+        raise RuntimeError(f"{path}: non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                           "not evaluated")
     try:
         cfg = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, AttributeError) as e:
@@ -97,16 +101,18 @@ def format_report(metrics: dict, official: dict | None = None, full: dict | None
     return "\n".join(lines)
 
 
-def _json_safe(obj):
-    """NaN -> None so that --out is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
-
-
 # ----------------------------------------------------------------------------- command line
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (--limit 0 would score nothing, -1 would drop the last frame)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,10 +122,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--official", action="store_true", help="also run cityscapesscripts' pixel-level evaluator")
     p.add_argument("--pred-dir", type=Path, help="keep the official label-id PNGs here (default: a temporary dir)")
     p.add_argument("--figures", type=Path, help="write a qualitative grid per frame into this folder")
-    p.add_argument("--num-figures", type=int, default=4, help="frames drawn by --figures (default 4)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the config's eval_batch_size")
+    p.add_argument("--num-figures", type=positive_int, default=4, help="frames drawn by --figures (default 4)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval_batch_size")
     p.add_argument("--root", default=None, help="dataset root (default: data.root, else $CITYSCAPES_DATASET)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames of the split")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N frames of the split")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: data.num_workers)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p.parse_args(argv)
@@ -146,21 +152,23 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"checkpoint": str(args.checkpoint), "step": step, "split": split, "root": str(data.root),
               "frames": len(data), "size": cfg.data.size, "tasks": list(cfg.tasks)}
 
-    if args.official:
-        with tempfile.TemporaryDirectory(prefix="official-pred-") as tmp:
-            pred_dir = args.pred_dir or Path(tmp)
-            report |= evaluate_official(model, data, device, amp_dtype, pred_dir, workers)
-    else:
-        loader = DataLoader(data, batch_size=args.batch_size or cfg.eval_batch_size, num_workers=workers)
-        report["metrics"] = evaluate_model(model, loader, device, amp_dtype)
+    try:
+        if args.official:
+            with tempfile.TemporaryDirectory(prefix="official-pred-") as tmp:
+                pred_dir = args.pred_dir or Path(tmp)
+                report |= evaluate_official(model, data, device, amp_dtype, pred_dir, workers)
+        else:
+            loader = DataLoader(data, batch_size=args.batch_size or cfg.eval_batch_size, num_workers=workers)
+            report["metrics"] = evaluate_model(model, loader, device, amp_dtype)
+    except NonFiniteOutputError as e:
+        raise SystemExit(f"error: {args.checkpoint}: {e}") from e
     print(format_report(report["metrics"], report.get("official"), report.get("full_resolution")))
 
     if args.figures:
         paths = write_figures(model, data, device, args.figures, args.num_figures, amp_dtype)
         print(f"\nwrote {len(paths)} figure(s) to {args.figures}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        write_json(args.out, report)  # atomic, strict JSON (NaN -> null)
         print(f"wrote {args.out}")
     return report
 

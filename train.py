@@ -44,7 +44,7 @@ from engine.lock import LockHeld
 from engine.rundir import JsonlLog, check_same_experiment, git_commit, locked_run_dir, plain, read_final, write_config
 from engine.step import NonFiniteLossError, train_step
 from engine.stop import Terminated, exit_status, stop_signals
-from evaluation import evaluate_model
+from evaluation import NonFiniteOutputError, evaluate_model
 from tasks import METRICS
 
 
@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(exit_status(e)) from None
     except NonFiniteLossError as e:
         sys.exit(f"error: {e}; stopped without saving, last good checkpoint kept: {ckpt_path}")
-    except (ConfigError, DataError, ReplicaMismatchError, LockHeld, CheckpointError, OSError) as e:
+    except (ConfigError, DataError, ReplicaMismatchError, LockHeld, CheckpointError, NonFiniteOutputError,
+            OSError) as e:
         sys.exit(f"error: {e}")
     finally:
         if dist.is_initialized():

@@ -1,7 +1,9 @@
 """Check a Cityscapes tree: `python -m data.check ROOT [--split S ...]`.
 
-Per split: frame count, missing or unreadable files, wrong bit depths or sizes, unknown label ids,
-and the share of valid disparity pixels. Exits with status 1 and names the files on any problem.
+Per split (by default train and val, which training needs, plus any other found): frame count,
+missing or unreadable files, wrong bit depths or sizes, unknown label ids, instance ids of classes
+without instances or of unknown classes, and the share of valid disparity pixels. Exits with status 1
+and names the files on any problem, a missing split included.
 """
 
 import argparse
@@ -12,6 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data.cityscapes import DataError, Frame, find_frames, read_sample
+
+REQUIRED_SPLITS = ("train", "val")  # what train.py reads by default (data.train_split, data.val_split)
 
 
 def check_frame(frame: Frame) -> tuple[list[str], int, int]:
@@ -51,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     """Check the splits and print a report; return the exit status."""
     parser = argparse.ArgumentParser(description="Check a Cityscapes dataset tree.")
     parser.add_argument("root", type=Path)
-    parser.add_argument("--split", action="append", help="split(s) to check (default: every split found)")
+    parser.add_argument("--split", action="append",
+                        help="split(s) to check (default: train, val and every other split found)")
     args = parser.parse_args(argv)
     if not (args.root / "leftImg8bit").is_dir():
         print(f"{args.root}: no leftImg8bit folder, not a Cityscapes tree", file=sys.stderr)
         return 1
-    splits = args.split or sorted(p.name for p in (args.root / "leftImg8bit").iterdir() if p.is_dir())
+    found = sorted(p.name for p in (args.root / "leftImg8bit").iterdir() if p.is_dir())
+    splits = args.split or [*REQUIRED_SPLITS, *(s for s in found if s not in REQUIRED_SPLITS)]
     failed = False
     for split in splits:
         problems, summary = check_split(args.root, split, show_progress=sys.stderr.isatty())

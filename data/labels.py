@@ -29,5 +29,7 @@ KNOWN_IDS = frozenset(lb.id for lb in _LABELS if lb.id >= 0)
 # Label ids whose individual objects are evaluated as instances (person ... bicycle): classes
 # that have instances and a valid trainId. Caravan and trailer have instances but trainId 255.
 INSTANCE_IDS = frozenset(lb.id for lb in _LABELS if lb.hasInstances and 0 <= lb.trainId < IGNORE_INDEX)
+# Label ids whose objects may carry an instanceId >= 1000 (the evaluated ones plus caravan and trailer).
+HAS_INSTANCES_IDS = frozenset(lb.id for lb in _LABELS if lb.hasInstances and lb.id >= 0)
 ID_TO_COLOR = {lb.id: lb.color for lb in _LABELS if lb.id >= 0}
 NAME_TO_ID = {lb.name: lb.id for lb in _LABELS if lb.id >= 0}
