@@ -553,3 +553,29 @@ def test_plots_curves_on_a_missing_file_is_one_line(tmp_path, capsys):
     assert plots.main(["curves", str(tmp_path / "nothing.jsonl")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: training log not found") and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- cityscapesscripts not needed to train
+
+def test_the_label_table_is_cityscapesscripts_own():
+    from cityscapesscripts.helpers.labels import labels
+
+    from data.labels import _LABELS
+
+    assert [tuple(lb) for lb in _LABELS] == [tuple(lb) for lb in labels]
+
+
+def test_train_and_data_tools_import_without_cityscapesscripts():
+    script = textwrap.dedent("""
+        import sys
+        class Missing:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "cityscapesscripts":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+        sys.meta_path.insert(0, Missing())
+        import train, data.check, data.show  # noqa
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
