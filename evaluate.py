@@ -62,7 +62,7 @@ def dataset_root(cli_root: str | None, cfg: Config) -> str:
     """--root, else the config's data.root, else $CITYSCAPES_DATASET."""
     root = cli_root or cfg.data.root or os.environ.get("CITYSCAPES_DATASET")
     if not root:
-        raise SystemExit("no dataset root: pass --root, or set data.root in the config or $CITYSCAPES_DATASET")
+        raise SystemExit("error: no dataset root: pass --root, or set data.root in the config or $CITYSCAPES_DATASET")
     return root
 
 

@@ -85,7 +85,6 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
         raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
     if world > 1 and cfg.sync_bn and device.type != "cuda":
         raise ConfigError("sync_bn needs CUDA: SyncBatchNorm does not run with gloo on the CPU; set sync_bn=false")
-    root = resolve_root(cfg.data_root).resolve()  # before the run directory is made: no orphan on error
     master = rank == 0
     with contextlib.ExitStack() as stack:
         held = None  # rank 0 takes the lock; every process learns whether it got it
@@ -99,11 +98,10 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
             held = box[0]
         if held:
             raise LockHeld(held)
-        return _train(cfg, command, root, rank, world, device)
+        return _train(cfg, command, rank, world, device)
 
 
-def _train(cfg: Config, command: list[str] | None, root: Path, rank: int, world: int,
-           device: torch.device) -> dict:
+def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device: torch.device) -> dict:
     master = rank == 0
     run_dir = cfg.resolved_run_dir
     ckpt_path, final_path = run_dir / "checkpoint.pt", run_dir / "metrics.json"
@@ -113,6 +111,7 @@ def _train(cfg: Config, command: list[str] | None, root: Path, rank: int, world:
         if master:
             print(f"{run_dir}: already finished ({final_path}); not retraining")
         return final
+    root = resolve_root(cfg.data_root).resolve()  # an error here leaves no run directory behind (locked_run_dir)
     if master:
         print(f"run directory: {run_dir}\ndataset: {root}", flush=True)
     if cfg.deterministic:
