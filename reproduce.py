@@ -11,7 +11,9 @@ overrides applied on the preset configs/<NAME>.yaml. Each (row, seed) is one run
 experiment identity and trained with train.py in runs/<NAME>/<identity>; rows that resolve to the
 same config share one run. A run is skipped when results/<NAME>/runs/<identity>.json (its record,
 committed) exists, recorded when its run directory holds a finished run, resumed when it holds a
-checkpoint. Aggregation writes results/<NAME>/<manifest>.{json,md} (+ .png for sweeps, curves/) from
+checkpoint. A manifest with `official:` (table2) then scores each run with the official Cityscapes
+evaluators at full resolution (`evaluate.py --official`) and keeps the scores in its record.
+Aggregation writes results/<NAME>/<manifest>.{json,md} (+ .png for sweeps, curves/) from
 the records only, and never replaces a table with one that holds fewer results.
 
 A manifest with single-task `baselines` (benchmark) is a method benchmark: its table adds Delta_m in
@@ -47,7 +49,7 @@ from experiments.manifest import find_manifests, list_manifests
 from experiments.plan import plan
 from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
-from experiments.runner import cpu_count, log_invocation, reproduce, visible_gpus
+from experiments.runner import cpu_count, evaluate_official_runs, log_invocation, reproduce, visible_gpus
 from losses import METHODS, method_lines
 
 
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--jobs must be at least 1")
         summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel, args.shard,
                             args.dry_run, paths, args.data_root, threads=args.threads)
+        summary["failed"] += evaluate_official_runs(args.preset, manifests, args.seeds, paths, args.data_root,
+                                                    args.dry_run, args.shard)
         if args.dry_run:
             return 0
         wall = time.time() - start
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for job, reason in summary["failed"]:
-        print(f"failed: {job.run.name}: {reason}", file=sys.stderr)
+        print(f"failed: {job if isinstance(job, str) else job.run.name}: {reason}", file=sys.stderr)
     print(f"trained {len(summary['trained'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])} "
           f"in {wall:.0f} s")
     return 1 if summary["failed"] else 0

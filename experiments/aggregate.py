@@ -109,6 +109,11 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         rows.append(entry)
     section = (paper.get(manifest.paper) if manifest.paper else None) or {}
     extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
+    if manifest.official:
+        for row in rows:
+            row["official"] = official_columns(found_by_row[row["name"]], manifest.official["grouping"])
+        extra["official"] = {"grouping": manifest.official["grouping"], "paper": section,
+                             "reference_width": REFERENCE_WIDTH}
     return {
         "manifest": manifest.name, "preset": preset, "title": manifest.title, "description": manifest.description,
         "generated_by": f"python reproduce.py aggregate --preset {preset}",
@@ -142,6 +147,44 @@ def benchmark_columns(manifest: Manifest, preset: str, rows: list[dict], found: 
         row["overheads"] = (overheads or {}).get("rows", {}).get(row["name"])
     meta = None if overheads is None else {k: v for k, v in overheads.items() if k != "rows"}
     return {"baselines": dict(manifest.baselines), "delta_m_conventions": CONVENTIONS, "overheads": meta}
+
+
+PIXEL_SCORES = ("iou_class", "iiou_class", "iou_category", "iiou_category")
+INSTANCE_SCORES = ("ap", "ap50", "ap100m", "ap50m")
+REFERENCE_WIDTH = 2048  # the paper's full resolution: Table 2's disparity errors are pixels of a 2048-wide frame
+
+
+def official_columns(found: list[Record], grouping: list[str]) -> dict:
+    """Table 2's numbers of one row over its seeds: official pixel-level scores, official instance AP per
+    grouping method (and per class), grouping time, and the full-resolution disparity errors, also
+    converted to pixels of a 2048-wide frame (x 2048 / the files' width)."""
+    recs = [r for r in found if r.data.get("official")]
+
+    def summary(get) -> dict | None:
+        values = [v for v in (get(r.data["official"]) for r in recs) if v is not None and math.isfinite(v)]
+        return summarize(values) if values else None
+
+    out = {"seeds": [r.seed for r in recs], "file_size": recs[0].data["official"].get("file_size") if recs else None,
+           "commands": {str(r.seed): r.data["official"].get("command") for r in recs},
+           "git_commit": {str(r.seed): r.data["official"].get("git_commit") for r in recs},
+           "pixel": {k: summary(lambda o, k=k: (o.get("official") or {}).get(k)) for k in PIXEL_SCORES},
+           "instance": {}, "depth": {}}
+    for method in grouping:
+        def ap(o, key, method=method):
+            return ((o.get("instance_ap") or {}).get(method) or {}).get(key)
+
+        classes = sorted({c for r in recs for c in
+                          (((r.data["official"].get("instance_ap") or {}).get(method) or {}).get("class_ap") or {})})
+        out["instance"][method] = {k: summary(lambda o, k=k: ap(o, k)) for k in INSTANCE_SCORES} | {
+            "class_ap": {c: summary(lambda o, c=c: (ap(o, "class_ap") or {}).get(c)) for c in classes},
+            "s_per_frame": summary(lambda o, method=method: (o.get("grouping_s_per_frame") or {}).get(method))}
+    width = out["file_size"][1] if out["file_size"] else None
+    for key in ("depth/mean_error_px", "depth/rmse_px"):
+        out["depth"][key] = summary(lambda o, key=key: (o.get("full_resolution") or {}).get(key))
+        out["depth"][key + "@2048"] = summary(
+            lambda o, key=key: (o.get("full_resolution") or {}).get(key, math.nan) * REFERENCE_WIDTH / width
+            if width else None)
+    return out
 
 
 def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | None:

@@ -27,12 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-from engine.atomic import append_line, dumps
+from engine.atomic import append_line, dumps, write_json
 from engine.config import config_from_dict
 from engine.lock import FileLock, describe, is_locked, read_holder
+from engine.rundir import git_commit
 from experiments.layout import ROOT, TRAIN_SCRIPT, Paths, rel
 from experiments.manifest import Manifest
-from experiments.plan import Job, plan, shard
+from experiments.plan import Job, plan, runs_of, shard
 from experiments.records import Record, load_records, read_json, record_from_run, write_record
 
 
@@ -230,6 +231,65 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
     summary["trained"] = result["trained"]
     summary["failed"] += result["failed"]
     return summary
+
+
+# What a record keeps of `evaluate.py --official --out`: no machine paths (the command names the checkpoint).
+OFFICIAL_KEYS = ("split", "frames", "file_size", "metrics", "full_resolution", "official", "instance_ap",
+                 "grouping_s_per_frame")
+
+
+def official_command(run_dir: Path, grouping: list[str], data_root: str | None = None,
+                     python: str = "python") -> list[str]:
+    """`python evaluate.py --checkpoint RUN/checkpoint.pt --official --grouping ... --out RUN/official.json`."""
+    cmd = [python, "evaluate.py", "--checkpoint", rel(_abs(run_dir) / "checkpoint.pt"), "--official",
+           "--grouping", ",".join(grouping), "--out", rel(_abs(run_dir) / "official.json"), "--workers", "0"]
+    return cmd + (["--root", data_root] if data_root else [])
+
+
+def needs_official(record: Record, grouping: list[str]) -> bool:
+    have = record.data.get("official") or {}
+    return "official" not in have or any(g not in (have.get("instance_ap") or {}) for g in grouping)
+
+
+def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | None = None,
+                           paths: Paths = Paths(), data_root: str | None = None, dry_run: bool = False,
+                           shard_of: tuple[int, int] = (1, 1)) -> list[tuple[str, str]]:
+    """Score every finished run of a manifest with `official:` by the official Cityscapes evaluators at full
+    resolution (evaluate.py --official) and keep the result in its record under "official". Returns the
+    (run, reason) of each run that could not be scored; runs not trained yet are left to the trainer."""
+    failed: list[tuple[str, str]] = []
+    records = load_records(paths, preset)
+    for manifest in manifests:
+        if not manifest.official:
+            continue
+        grouping = manifest.official["grouping"]
+        for run in shard(runs_of(manifest, preset, seeds, paths, data_root), *shard_of):
+            record = records.get(run.identity)
+            if record is None or not needs_official(record, grouping):
+                continue
+            run_dir = _abs(run.run_dir)
+            cmd = official_command(run.run_dir, grouping, data_root, python=sys.executable)
+            if dry_run:
+                print(f"evaluate  {run.name} [{run.identity}]\n          {shlex.join(['python', *cmd[1:]])}")
+                continue
+            if not (run_dir / "checkpoint.pt").exists():
+                failed.append((run.name, f"its record has no official scores and {rel(run_dir)} has no checkpoint "
+                                         "to score (the run was trained elsewhere); copy its run directory here"))
+                continue
+            print(f"evaluate {run.name} (official, full resolution, grouping {','.join(grouping)})", flush=True)
+            with open(run_dir / "evaluate.log", "a") as log:
+                rc = subprocess.run(cmd, cwd=ROOT, env=job_env(0, 1, visible_gpus()), stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent()).returncode
+            if rc != 0:
+                failed.append((run.name, f"evaluate.py exited with status {rc}; see {rel(run_dir / 'evaluate.log')}"))
+                continue
+            out = read_json(run_dir / "official.json")
+            record.data["official"] = {"command": ["python", *cmd[1:]], "git_commit": git_commit()} | {
+                k: out[k] for k in OFFICIAL_KEYS if k in out}
+            write_json(record.path, record.data)
+    for name, reason in failed:
+        print(f"FAILED {name}: {reason}", flush=True)
+    return failed
 
 
 def log_invocation(preset: str, argv: list[str], summary: dict, wall: float, n_parallel: int,
