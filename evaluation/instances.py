@@ -64,9 +64,12 @@ class HoughOptions:
 class OpticsOptions:
     """Options of `optics` (scikit-learn OPTICS with xi extraction); lengths as in HoughOptions."""
 
-    max_votes: int = 4000        # votes per class given to OPTICS (a deterministic subsample)
+    max_votes: int = 2000        # votes per class given to OPTICS (a deterministic subsample)
     min_samples: int = 8         # OPTICS min_samples
-    xi: float = 0.05             # OPTICS xi (steepness of a cluster boundary)
+    # OPTICS xi (steepness of a cluster boundary). On 4 synthetic val frames with ground-truth vectors plus
+    # Gaussian noise of 16 px (at 2048 wide), official AP was 0.0 at scikit-learn's default 0.05, 38.5 at 0.2,
+    # 91.1 at 0.35 and 0.5 (hough: 93.4).
+    xi: float = 0.35
     max_eps: float = 64.0        # OPTICS max_eps
     gate: float = 128.0
     spread: float = 3.0
@@ -104,9 +107,11 @@ def group_instances(semantic: np.ndarray, vectors: np.ndarray, method: str = "ho
     instances = []
     for train_id, label_id in sorted(INSTANCE_TRAIN_IDS.items()):
         ys, xs = np.nonzero(semantic == train_id)
+        votes = np.stack([xs + vectors[0, ys, xs], ys + vectors[1, ys, xs]], axis=1)
+        finite = np.isfinite(votes).all(axis=1)  # a non-finite vector votes nowhere: its pixel joins nothing
+        ys, xs, votes = ys[finite], xs[finite], votes[finite]
         if xs.size == 0:
             continue
-        votes = np.stack([xs + vectors[0, ys, xs], ys + vectors[1, ys, xs]], axis=1)
         if method == "hough":
             centres = _hough_centres(votes, (h, w), opts, scale)
         else:

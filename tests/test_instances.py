@@ -90,6 +90,20 @@ def test_hough_separates_instances_at_any_resolution_and_scores_by_confidence():
     assert first.score < 0.9 and second.score == 1.0
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_non_finite_vectors_vote_nowhere(method):
+    label_ids, ids = canvas()
+    paint(label_ids, ids, (30, 70, 20, 80), CAR, 26000)
+    semantic, vectors = frame(label_ids, ids)
+    vectors[:, 30:35, 20:80] = np.nan  # a model's NaN outputs on the first 5 rows of the car
+    vectors[0, 35, 20] = np.inf
+    (car,) = group_instances(semantic, vectors, method)
+    expected = ids == 26000
+    expected[30:35] = False
+    expected[35, 20] = False
+    assert np.array_equal(car.mask, expected)
+
+
 def test_bad_arguments_are_named():
     label_ids, ids = canvas()
     semantic, vectors = frame(label_ids, ids)
