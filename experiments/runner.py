@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.atomic import append_line, dumps, write_json
+from engine.atomic import append_line, dumps, sweep_temp_files, write_json
 from engine.config import config_from_dict
 from engine.lock import FileLock, describe, is_locked, read_holder
 from engine.rundir import git_commit
@@ -80,6 +80,7 @@ def status(job: Job, records: dict[str, Record]) -> str:
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STALE_TEMP_S = 3600.0  # a temporary file this old in results/ is no write in progress (another shard's runner)
 
 
 def die_with_parent():
@@ -196,6 +197,9 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
     """Plan, skip what has a record, record what finished, train the rest. Returns run_jobs' summary
     plus "skipped" (done) and "exported" (finished runs whose record was written now)."""
     jobs = shard(plan(preset, manifests, seeds, paths, data_root), *shard_of)
+    if not dry_run:  # temporary files of record and table writes that a crash interrupted (never committed)
+        for directory in (paths.records(preset), paths.results / preset):
+            sweep_temp_files(directory, older_than_s=STALE_TEMP_S)
     records = load_records(paths, preset)
     summary: dict[str, list] = {"skipped": [], "exported": [], "trained": [], "failed": []}
     todo, resumes = [], 0

@@ -526,6 +526,19 @@ def test_overlapping_shards_are_refused(mini, monkeypatch):
     assert not list(paths.runs.rglob("pid"))  # nothing was launched
 
 
+def test_the_runner_sweeps_stale_temporary_files_from_results(mini):
+    paths, _ = mini
+    records = paths.records("mini")
+    records.mkdir(parents=True)
+    stale, fresh = records / ".abc.json.k2j4h5g6.tmp", records / ".def.json.a1b2c3d4.tmp"
+    for f in (stale, fresh):
+        f.write_text("{")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    runner.reproduce("mini", list_manifests(paths.manifests), None, 1, paths=paths, dry_run=False,
+                     train_script=Path("/nonexistent"), shard_of=(99, 99))  # shard 99/99: no job
+    assert not stale.exists() and fresh.exists()  # a fresh one may be another runner's write in progress
+
+
 # ----------------------------------------------------------------------------- figures and plots
 
 def test_figure_grid_has_no_empty_cell_a_legend_colour_bars_and_one_disparity_scale():
