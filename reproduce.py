@@ -26,20 +26,23 @@ written from every record.
 --jobs N runs N trainings at a time: one GPU each where GPUs exist, otherwise the CPU cores split
 between them (default: one per GPU, else one single-threaded training per core; on two cores that
 measured about 1.4x the throughput of one two-threaded training). --shard i/n runs only every n-th
-run from the i-th on, for several machines sharing one filesystem.
+run from the i-th on, for several machines sharing one filesystem; every runner on one runs directory must use
+the same n (a runner of an overlapping shard is refused). Killing the runner stops its trainings, which keep
+their last checkpoints; Ctrl-C and SIGTERM exit with status 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from engine.config import ConfigError
+from engine.lock import LockHeld
+from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
 from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, list_manifests
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             measure_overheads(args.preset, manifests, paths, args.configs_dir.resolve())
         for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
             print(rel(path))
-    except (ConfigError, ValueError, FewerResultsError) as e:
+    except (ConfigError, ValueError, FewerResultsError, LockHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for job, reason in summary["failed"]:
@@ -195,5 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # SIGTERM (e.g. from a job scheduler) unwinds like Ctrl-C, so run_jobs stops the trainings it started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    with stop_signals():
+        try:
+            sys.exit(main())
+        except (KeyboardInterrupt, Terminated) as interruption:
+            print("\ninterrupted: the trainings it started were stopped and keep their last checkpoints; "
+                  "run the same command to resume", file=sys.stderr)
+            sys.exit(exit_status(interruption))

@@ -1,7 +1,9 @@
 """Check a Cityscapes tree: `python -m data.check ROOT [--split S ...] [--stats-split train]`.
 
-Per split: frame count, missing or unreadable files, wrong bit depths or sizes, unknown label ids,
-and the share of valid disparity pixels. Exits with status 1 and names the files on any problem.
+Per split (by default train and val, which training needs, plus any other found): frame count,
+missing or unreadable files, wrong bit depths or sizes, unknown label ids, instance ids of classes
+without instances or of unknown classes, and the share of valid disparity pixels. Exits with status 1
+and names the files on any problem, a missing split included.
 
 For the train split (`--stats-split`) it also prints the data's statistics beside approximate
 figures for real Cityscapes (gtFine train), to judge how close a dataset (e.g. the synthetic one) is
@@ -32,6 +34,8 @@ FULL_WIDTH = 2048  # Cityscapes' full resolution: disparities are scaled to a fr
 TOLERANCE = 1.5  # "close to the reference": within this factor, judged for classes above 1 %
 _BIN = 0.25  # px: resolution of the disparity histogram (quantiles are read from it)
 _EDGES = np.arange(0.0, 1024.0 + _BIN, _BIN)
+
+REQUIRED_SPLITS = ("train", "val")  # what train.py reads by default (data.train_split, data.val_split)
 
 
 @dataclass
@@ -149,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     """Check the splits and print a report; return the exit status."""
     parser = argparse.ArgumentParser(description="Check a Cityscapes dataset tree.")
     parser.add_argument("root", type=Path)
-    parser.add_argument("--split", action="append", help="split(s) to check (default: every split found)")
+    parser.add_argument("--split", action="append",
+                        help="split(s) to check (default: train, val and every other split found)")
     parser.add_argument("--stats-split", default="train",
                         help="split whose class frequencies and disparities are compared with real Cityscapes "
                              "(default: train; '' for none)")
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.root / "leftImg8bit").is_dir():
         print(f"{args.root}: no leftImg8bit folder, not a Cityscapes tree", file=sys.stderr)
         return 1
-    splits = args.split or sorted(p.name for p in (args.root / "leftImg8bit").iterdir() if p.is_dir())
+    found = sorted(p.name for p in (args.root / "leftImg8bit").iterdir() if p.is_dir())
+    splits = args.split or [*REQUIRED_SPLITS, *(s for s in found if s not in REQUIRED_SPLITS)]
     failed = False
     for split in splits:
         stats = SplitStats() if split == args.stats_split else None

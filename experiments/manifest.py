@@ -34,9 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from engine.config import ConfigError
+from engine.config import ConfigError, load_yaml
 from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -102,9 +100,10 @@ def load_manifest(path: Path) -> Manifest:
     """Read and check one manifest; errors name the file and the key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text()
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the manifest ({e})") from e
+    data = load_yaml(text, str(path))
     _keys(data, _MANIFEST_KEYS, str(path))
     for key in ("title", "seeds", "columns", "rows"):
         if key not in data:

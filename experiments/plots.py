@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from engine.atomic import atomic_write_bytes
 from tasks import TASK_SPECS, TASKS
 
 CURVE_PREFIXES = ("sigma2/", "weight/")
@@ -170,10 +172,9 @@ def plot_delta_m(table: dict, out: Path) -> Path:
 
 
 def _save(fig: Figure, out: Path, dpi: int) -> Path:
-    """Write the PNG; no software version in its metadata, so the bytes depend only on the data."""
+    """Write the PNG atomically; no software version in its metadata, so the bytes depend only on the data."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(out, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata={"Software": None}))
     return out
 
 
@@ -186,7 +187,7 @@ def _value(v) -> tuple[float | None, float | None]:
     return float(v), None
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("curves", help="sigma^2 and effective weights over training from a metrics.jsonl")
@@ -195,8 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     log = args.log / "metrics.jsonl" if args.log.is_dir() else args.log
     out = args.out or log.parent / "uncertainty.png"
-    print(plot_uncertainty({"run": read_curves(log)}, out, title=str(log.parent)))
+    try:
+        curves = read_curves(log)
+    except (OSError, ValueError) as e:  # missing or broken log: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(plot_uncertainty({"run": curves}, out, title=str(log.parent)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
