@@ -1,20 +1,23 @@
 """Evaluate a trained checkpoint: dataset-level metrics, the official Cityscapes scores, pictures.
 
     python evaluate.py --checkpoint runs/demo/checkpoint.pt [--split val] [--out metrics.json]
-    python evaluate.py --checkpoint CKPT --official [--pred-dir DIR]   # + Table 2 numbers
+    python evaluate.py --checkpoint CKPT --official [--pred-dir DIR] [--grouping hough,optics]   # + Table 2
     python evaluate.py --checkpoint CKPT --figures figures/            # qualitative grid
 
 The metrics (evaluation.MultiTaskMetrics) are computed at the model's input
 resolution over the whole split. `--official` also upsamples every prediction to ground-truth
 resolution, writes label-id PNGs and scores them with cityscapesscripts' evaluator (IoU class,
 iIoU class, IoU category, iIoU category, as in the paper's Table 2), and reports the disparity
-mean error and RMSE in pixels at full resolution.
+mean error and RMSE in pixels at full resolution. A model with the semantic and instance tasks also
+gets the official instance AP (AP, AP50, AP 100m, AP 50m, per class): its predicted centroid votes
+are grouped into instances (evaluation.instances; --grouping picks the methods) and scored with
+cityscapesscripts' instance-level evaluator. If an official evaluator fails, everything else is
+still printed and written, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,10 +28,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.cityscapes import CityscapesMultiTask, DataError
-from engine.checkpoint import load_checkpoint
+from engine.atomic import write_json
+from engine.checkpoint import load_checkpoint, nonfinite_tensors
 from engine.config import Config, ConfigError, config_from_dict
-from evaluation import MultiTaskMetrics, evaluate_model
+from evaluation import MultiTaskMetrics, NonFiniteOutputError, evaluate_model
 from evaluation.figures import write_figures
+from evaluation.instances import METHODS as GROUPING_METHODS
 from evaluation.official import evaluate_official
 from tasks import METRICS
 
@@ -42,11 +47,15 @@ def load_model(path: str | Path) -> tuple[Config, torch.nn.Module, int]:
     from models import build_model
 
     ckpt = load_checkpoint(Path(path))
+    bad = nonfinite_tensors(ckpt["model"]) if isinstance(ckpt["model"], dict) else []
+    if bad:  # its metrics would be meaningless numbers
+        raise RuntimeError(f"{path}: non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+                           "not evaluated")
     try:
         cfg = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, AttributeError) as e:
         raise RuntimeError(f"{path}: the saved config is not valid for this code ({e})") from e
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=False)  # the checkpoint's weights replace any initial ones
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -58,9 +67,25 @@ def dataset_root(cli_root: str | None, cfg: Config) -> str:
     """--root, else the config's data.root, else $CITYSCAPES_DATASET."""
     root = cli_root or cfg.data.root or os.environ.get("CITYSCAPES_DATASET")
     if not root:
-        raise SystemExit("no dataset root: pass --root, or set data.root in the config or $CITYSCAPES_DATASET")
+        raise SystemExit("error: no dataset root: pass --root, or set data.root in the config or $CITYSCAPES_DATASET")
     return root
 
+
+
+def format_instance_ap(instance_ap: dict, seconds: dict) -> list[str]:
+    """Lines of the official instance AP per grouping method, with the per-class AP."""
+    def f(v):
+        return f"{v:6.2f}" if v is not None else "     -"
+
+    lines = ["", "official instance-level (cityscapesscripts, full resolution, %):",
+             f"  {'grouping':<9}{'AP':>7}{'AP50':>7}{'AP100m':>7}{'AP50m':>7}   s/frame"]
+    for method, r in instance_ap.items():
+        lines.append(f"  {method:<9} {f(r['ap'])} {f(r['ap50'])} {f(r['ap100m'])} {f(r['ap50m'])}"
+                     f"   {seconds.get(method, math.nan):.3f}")
+    for method, r in instance_ap.items():
+        lines.append(f"  AP per class ({method}): "
+                     + ", ".join(f"{k} {f(v).strip()}" for k, v in r["class_ap"].items()))
+    return lines
 
 
 def format_report(metrics: dict, official: dict | None = None, full: dict | None = None) -> str:
@@ -97,29 +122,44 @@ def format_report(metrics: dict, official: dict | None = None, full: dict | None
     return "\n".join(lines)
 
 
-def _json_safe(obj):
-    """NaN -> None so that --out is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
-
-
 # ----------------------------------------------------------------------------- command line
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (--limit 0 would score nothing, -1 would drop the last frame)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _grouping(text: str) -> tuple[str, ...]:
+    methods = tuple(m for m in text.split(",") if m)
+    bad = [m for m in methods if m not in GROUPING_METHODS]
+    if bad or not methods:
+        raise argparse.ArgumentTypeError(f"unknown grouping {bad or text!r}; choose from {sorted(GROUPING_METHODS)}")
+    return methods
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by train.py")
     p.add_argument("--split", default=None, help="split to evaluate (default: the config's data.val_split)")
     p.add_argument("--out", type=Path, help="write the metrics as JSON here")
-    p.add_argument("--official", action="store_true", help="also run cityscapesscripts' pixel-level evaluator")
+    p.add_argument("--official", action="store_true",
+                   help="also run cityscapesscripts' pixel-level and (instance task) instance-level evaluators")
+    p.add_argument("--grouping", type=_grouping, default=("hough",),
+                   help="comma-separated instance grouping methods for --official: hough (default), optics")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds each official evaluator may run (default 3600)")
     p.add_argument("--pred-dir", type=Path, help="keep the official label-id PNGs here (default: a temporary dir)")
     p.add_argument("--figures", type=Path, help="write a qualitative grid per frame into this folder")
-    p.add_argument("--num-figures", type=int, default=4, help="frames drawn by --figures (default 4)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the config's eval_batch_size")
+    p.add_argument("--num-figures", type=positive_int, default=4, help="frames drawn by --figures (default 4)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the config's eval_batch_size")
     p.add_argument("--root", default=None, help="dataset root (default: data.root, else $CITYSCAPES_DATASET)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames of the split")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N frames of the split")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: data.num_workers)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p.parse_args(argv)
@@ -146,22 +186,29 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"checkpoint": str(args.checkpoint), "step": step, "split": split, "root": str(data.root),
               "frames": len(data), "size": cfg.data.size, "tasks": list(cfg.tasks)}
 
-    if args.official:
-        with tempfile.TemporaryDirectory(prefix="official-pred-") as tmp:
-            pred_dir = args.pred_dir or Path(tmp)
-            report |= evaluate_official(model, data, device, amp_dtype, pred_dir, workers)
-    else:
-        loader = DataLoader(data, batch_size=args.batch_size or cfg.eval_batch_size, num_workers=workers)
-        report["metrics"] = evaluate_model(model, loader, device, amp_dtype)
+    try:
+        if args.official:
+            with tempfile.TemporaryDirectory(prefix="official-pred-") as tmp:
+                pred_dir = args.pred_dir or Path(tmp)
+                report |= evaluate_official(model, data, device, amp_dtype, pred_dir, workers, args.grouping,
+                                            args.timeout)
+        else:
+            loader = DataLoader(data, batch_size=args.batch_size or cfg.eval_batch_size, num_workers=workers)
+            report["metrics"] = evaluate_model(model, loader, device, amp_dtype)
+    except NonFiniteOutputError as e:
+        raise SystemExit(f"error: {args.checkpoint}: {e}") from e
     print(format_report(report["metrics"], report.get("official"), report.get("full_resolution")))
+    if report.get("instance_ap"):
+        print("\n".join(format_instance_ap(report["instance_ap"], report.get("grouping_s_per_frame", {}))))
 
     if args.figures:
         paths = write_figures(model, data, device, args.figures, args.num_figures, amp_dtype)
         print(f"\nwrote {len(paths)} figure(s) to {args.figures}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        write_json(args.out, report)  # atomic, strict JSON (NaN -> null)
         print(f"wrote {args.out}")
+    if report.get("errors"):  # the numbers above stand; the missing official ones make the run a failure
+        raise SystemExit("error: " + "\nerror: ".join(report["errors"]))
     return report
 
 

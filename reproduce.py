@@ -11,7 +11,9 @@ overrides applied on the preset configs/<NAME>.yaml. Each (row, seed) is one run
 experiment identity and trained with train.py in runs/<NAME>/<identity>; rows that resolve to the
 same config share one run. A run is skipped when results/<NAME>/runs/<identity>.json (its record,
 committed) exists, recorded when its run directory holds a finished run, resumed when it holds a
-checkpoint. Aggregation writes results/<NAME>/<manifest>.{json,md} (+ .png for sweeps, curves/) from
+checkpoint. A manifest with `official:` (table2) then scores each run with the official Cityscapes
+evaluators at full resolution (`evaluate.py --official`) and keeps the scores in its record.
+Aggregation writes results/<NAME>/<manifest>.{json,md} (+ .png for sweeps, curves/) from
 the records only, and never replaces a table with one that holds fewer results.
 
 A manifest with single-task `baselines` (benchmark) is a method benchmark: its table adds Delta_m in
@@ -24,27 +26,30 @@ written from every record.
 --jobs N runs N trainings at a time: one GPU each where GPUs exist, otherwise the CPU cores split
 between them (default: one per GPU, else one single-threaded training per core; on two cores that
 measured about 1.4x the throughput of one two-threaded training). --shard i/n runs only every n-th
-run from the i-th on, for several machines sharing one filesystem.
+run from the i-th on, for several machines sharing one filesystem; every runner on one runs directory must use
+the same n (a runner of an overlapping shard is refused). Killing the runner stops its trainings, which keep
+their last checkpoints; Ctrl-C and SIGTERM exit with status 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from engine.config import ConfigError
+from engine.lock import LockHeld
+from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
 from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, list_manifests
 from experiments.plan import plan
 from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
-from experiments.runner import cpu_count, log_invocation, reproduce, visible_gpus
+from experiments.runner import cpu_count, evaluate_official_runs, log_invocation, reproduce, visible_gpus
 from losses import METHODS, method_lines
 
 
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--jobs must be at least 1")
         summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel, args.shard,
                             args.dry_run, paths, args.data_root, threads=args.threads)
+        summary["failed"] += evaluate_official_runs(args.preset, manifests, args.seeds, paths, args.data_root,
+                                                    args.dry_run, args.shard)
         if args.dry_run:
             return 0
         wall = time.time() - start
@@ -179,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             measure_overheads(args.preset, manifests, paths, args.configs_dir.resolve())
         for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
             print(rel(path))
-    except (ConfigError, ValueError, FewerResultsError) as e:
+    except (ConfigError, ValueError, FewerResultsError, LockHeld) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for job, reason in summary["failed"]:
-        print(f"failed: {job.run.name}: {reason}", file=sys.stderr)
+        print(f"failed: {job if isinstance(job, str) else job.run.name}: {reason}", file=sys.stderr)
     print(f"trained {len(summary['trained'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])} "
           f"in {wall:.0f} s")
     return 1 if summary["failed"] else 0
@@ -191,5 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # SIGTERM (e.g. from a job scheduler) unwinds like Ctrl-C, so run_jobs stops the trainings it started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    with stop_signals():
+        try:
+            sys.exit(main())
+        except (KeyboardInterrupt, Terminated) as interruption:
+            print("\ninterrupted: the trainings it started were stopped and keep their last checkpoints; "
+                  "run the same command to resume", file=sys.stderr)
+            sys.exit(exit_status(interruption))

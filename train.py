@@ -3,36 +3,50 @@
     python train.py --config configs/demo.yaml [--config override.yaml ...] [key=value ...]
     torchrun --nproc_per_node 4 train.py --config configs/paper_tiny.yaml
 
-The run directory (`run_dir`, default runs/<config name>) holds config.yaml, checkpoint.pt,
-metrics.jsonl (training logs) and, once finished, metrics.json (final validation metrics).
-Running the same command again resumes an interrupted run; a finished run is not retrained.
-The training step itself is engine/step.py; the method (`method.name`) is any entry of losses.METHODS.
+The run directory (`run_dir`, default runs/<config name>/<experiment identity>) holds config.yaml,
+checkpoint.pt, metrics.jsonl (training logs) and, once finished, metrics.json (final validation metrics).
+Running the same command again resumes an interrupted run; a finished run is not retrained. One
+training at a time per run directory: a second one stops at once, naming the first (engine/lock.py).
+Ctrl-C and SIGTERM keep the last checkpoint and exit with status 130 / 143; errors are one line
+("error: ...") with status 1. The training step itself is engine/step.py; the method (`method.name`) is
+any entry of losses.METHODS.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from data.cityscapes import CityscapesMultiTask, DataError
+from data.cityscapes import CityscapesMultiTask, DataError, resolve_root
 from data.sampler import ResumableSampler, SeededItems
 from data.transforms import Augment
 from engine.atomic import write_json
 from engine.build import build_parts
-from engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    nonfinite_tensors,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from engine.config import IDENTITY_SCHEMA, Config, ConfigError, load_config
 from engine.distributed import ReplicaMismatchError, check_replicas, init_distributed
-from engine.rundir import JsonlLog, check_same_experiment, git_commit, plain, write_config
+from engine.lock import LockHeld
+from engine.rundir import JsonlLog, check_same_experiment, git_commit, locked_run_dir, plain, read_final, write_config
 from engine.step import NonFiniteLossError, train_step
-from evaluation import evaluate_model
+from engine.stop import Terminated, exit_status, stop_signals
+from evaluation import NonFiniteOutputError, evaluate_model
+from models.pretrained import PretrainedWeightsMissing, check_initial_weights
+from tasks import METRICS
 
 
 def parse_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
@@ -44,16 +58,21 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return args.config, args.overrides
 
 
-def make_loaders(cfg: Config, rank: int, world: int, start_step: int, pin: bool) -> tuple[DataLoader, DataLoader, int]:
+def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int,
+                 pin: bool) -> tuple[DataLoader, DataLoader, int]:
     """(training loader from `start_step` on, this process's shard of the val split, steps per epoch)."""
     d = cfg.data
     augment = Augment(flip=d.flip, scale=d.scale, crop=d.crop, jitter=d.jitter)
-    train_set = CityscapesMultiTask(cfg.data_root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
+    train_set = CityscapesMultiTask(root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
                                    cache=d.cache)
-    val_set = CityscapesMultiTask(cfg.data_root, d.val_split, size=d.size, augment=False, limit=d.val_frames,
+    val_set = CityscapesMultiTask(root, d.val_split, size=d.size, augment=False, limit=d.val_frames,
                                  cache=d.cache)
     per_rank_batch = cfg.optim.batch_size // world
-    sampler = ResumableSampler(len(train_set), per_rank_batch, cfg.seed, rank, world, start_step=start_step)
+    try:
+        sampler = ResumableSampler(len(train_set), per_rank_batch, cfg.seed, rank, world, start_step=start_step)
+    except ValueError as e:  # fewer frames than one batch
+        raise ConfigError(f"split {d.train_split!r} of {root}: {e} (optim.batch_size={cfg.optim.batch_size}, "
+                          f"data.train_frames={d.train_frames})") from e
     loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,
                         num_workers=d.num_workers, pin_memory=pin, drop_last=True, persistent_workers=False)
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=cfg.eval_batch_size,
@@ -62,19 +81,42 @@ def make_loaders(cfg: Config, rank: int, world: int, start_step: int, pin: bool)
 
 
 def train(cfg: Config, command: list[str] | None = None) -> dict:
-    """Train (or resume) the run described by `cfg`; return its final metrics dict."""
+    """Train (or resume) the run described by `cfg`, holding its run directory's lock; return its final
+    metrics dict."""
     rank, world, device = init_distributed(cfg.device)
+    if cfg.optim.batch_size % world:
+        raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
+    if world > 1 and cfg.sync_bn and device.type != "cuda":
+        raise ConfigError("sync_bn needs CUDA: SyncBatchNorm does not run with gloo on the CPU; set sync_bn=false")
+    master = rank == 0
+    with contextlib.ExitStack() as stack:
+        held = None  # rank 0 takes the lock; every process learns whether it got it
+        try:
+            stack.enter_context(locked_run_dir(cfg.resolved_run_dir, command, enabled=master))
+        except LockHeld as e:
+            held = str(e)
+        if world > 1:
+            box = [held]
+            dist.broadcast_object_list(box, src=0)
+            held = box[0]
+        if held:
+            raise LockHeld(held)
+        return _train(cfg, command, rank, world, device)
+
+
+def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device: torch.device) -> dict:
     master = rank == 0
     run_dir = cfg.resolved_run_dir
     ckpt_path, final_path = run_dir / "checkpoint.pt", run_dir / "metrics.json"
     if final_path.exists():
-        final = json.loads(final_path.read_text())
+        final = read_final(final_path)
         check_same_experiment(cfg, final["config"], run_dir)
         if master:
             print(f"{run_dir}: already finished ({final_path}); not retraining")
         return final
-    if cfg.optim.batch_size % world:
-        raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
+    root = resolve_root(cfg.data_root).resolve()  # an error here leaves no run directory behind (locked_run_dir)
+    if master:
+        print(f"run directory: {run_dir}\ndataset: {root}", flush=True)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     else:
@@ -82,11 +124,13 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None:
         check_same_experiment(cfg, ckpt["config"], run_dir)
+    if ckpt is None:  # offline without the configured initial weights: stop before anything is written
+        check_initial_weights(cfg.model)
     step = ckpt["step"] if ckpt is not None else 0
-    loader, val_loader, steps_per_epoch = make_loaders(cfg, rank, world, step, pin=device.type == "cuda")
+    loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda")
 
     # Model, method, optimiser, schedule, scaler (and DDP): the method's parameters live outside the network.
-    parts = build_parts(cfg, device, steps_per_epoch, world, rank)
+    parts = build_parts(cfg, device, steps_per_epoch, world, rank, pretrained=ckpt is None)
     if ckpt is not None:  # resume
         parts.load_state_dict(ckpt)
         set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
@@ -97,7 +141,16 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
     started = time.perf_counter()
 
     def checkpoint() -> dict:
-        """Check that every process holds the same weights, then save (rank 0) with every process's RNG."""
+        """Check that every process holds the same, finite weights, then save (rank 0) with every process's
+        RNG. Non-finite weights (e.g. a too large lr) are never saved: the last good checkpoint stays."""
+        bad = nonfinite_tensors({"model": parts.model.state_dict(), "method": parts.method.state_dict()})
+        if world > 1:  # BatchNorm statistics may differ per process: every process must agree to stop
+            everyone: list = [None] * world
+            dist.all_gather_object(everyone, bad)
+            bad = sorted({name for names in everyone for name in names})
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise NonFiniteLossError(f"non-finite weights at step {step} ({', '.join(bad[:3])}{more})")
         replicas = check_replicas(parts.model, parts.method, step)
         states = [rng_state()]
         if world > 1:  # each process resumes its own RNG stream
@@ -143,11 +196,19 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
         write_json(final_path, {
             "step": step, "iterations": cfg.optim.iterations, "metrics": metrics, "config": cfg.to_dict(),
             "identity": cfg.identity(), "identity_schema": IDENTITY_SCHEMA, "command": command or sys.argv,
-            "git_commit": git_commit(), "replicas": replicas,
+            "git_commit": git_commit(), "replicas": replicas, "data_root": str(root),
             "wall_time_s": time.perf_counter() - started,  # this invocation only (after a resume: since it)
             "method_state": plain(dict(parts.method.state_dict()))})
+        print(final_report(run_dir, step, metrics), flush=True)
     log.close()
     return {"metrics": metrics, "model": parts.model, "method": parts.method, "replicas": replicas}
+
+
+def final_report(run_dir: Path, step: int, metrics: dict) -> str:
+    """What a finished training prints: where its results are and the headline metrics."""
+    lines = [f"finished {run_dir} at step {step}: metrics in {run_dir / 'metrics.json'}"]
+    lines += [f"  {m.title:<34} {metrics[key]:.{m.digits}f}" for key, m in METRICS.items() if key in metrics]
+    return "\n".join(lines)
 
 
 def window_means(sums: dict[str, float], n: int, world: int, device: torch.device) -> dict[str, float]:
@@ -168,12 +229,19 @@ def main(argv: list[str] | None = None) -> dict:
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     command = ["python", *sys.argv] if argv is None else ["python", "train.py", *argv]
+    ckpt_path = cfg.resolved_run_dir / "checkpoint.pt"
     try:
-        return train(cfg, command)
+        with stop_signals():
+            return train(cfg, command)
+    except (KeyboardInterrupt, Terminated) as e:
+        why = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+        kept = f"last checkpoint kept: {ckpt_path}" if ckpt_path.exists() else "no checkpoint saved yet"
+        print(f"\ninterrupted ({why}); {kept}; run the same command to resume", file=sys.stderr)
+        raise SystemExit(exit_status(e)) from None
     except NonFiniteLossError as e:
-        sys.exit(f"error: {e}; stopped without saving, last good checkpoint kept: "
-                 f"{cfg.resolved_run_dir / 'checkpoint.pt'}")
-    except (ConfigError, DataError, ReplicaMismatchError) as e:
+        sys.exit(f"error: {e}; stopped without saving, last good checkpoint kept: {ckpt_path}")
+    except (ConfigError, DataError, ReplicaMismatchError, LockHeld, CheckpointError, NonFiniteOutputError,
+            PretrainedWeightsMissing, OSError) as e:
         sys.exit(f"error: {e}")
     finally:
         if dist.is_initialized():
@@ -181,5 +249,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        main()
+    main()

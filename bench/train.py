@@ -102,7 +102,7 @@ def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, 
 def build(cfg, device: torch.device):
     """(parts, batch): the training parts of `cfg` in train mode and a random batch of its size."""
     h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
-    parts = build_parts(cfg, device, steps_per_epoch=10**9)
+    parts = build_parts(cfg, device, steps_per_epoch=10**9, pretrained=False)  # speed: initial weights do not matter
     parts.model.train()
     return parts, random_batch(cfg.optim.batch_size, h, w, device)
 
@@ -134,9 +134,11 @@ class Variant:
         self.parts, self.batch = build(cfg, device)
         self.batches = None
         if loader:
+            from data.cityscapes import resolve_root
             from train import make_loaders
 
-            train_loader, _, _ = make_loaders(cfg, 0, 1, 0, pin=device.type == "cuda")
+            root = resolve_root(cfg.data_root).resolve()
+            train_loader, _, _ = make_loaders(cfg, root, 0, 1, 0, pin=device.type == "cuda")
             self.batches = iter(train_loader)
         self.step = 0
         self.times: list[float] = []

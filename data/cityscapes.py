@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.targets import centroid_vectors, depth_target, instance_centroids, train_ids, unknown_label_ids
+from data.targets import (
+    centroid_vectors,
+    depth_target,
+    instance_centroids,
+    invalid_instance_ids,
+    train_ids,
+    unknown_label_ids,
+)
 from data.transforms import Augment, Sample, apply_geometry, jitter, normalize, resize, sample_geometry
 
 
@@ -133,6 +140,12 @@ def read_sample(frame: Frame) -> Sample:
     unknown = unknown_label_ids(label_ids)
     if unknown:
         raise DataError(f"{frame.label_ids}: unknown label ids {unknown} (not in cityscapesscripts' label table)")
+    invalid = invalid_instance_ids(instance_ids)
+    if invalid:
+        shown = ", ".join(map(str, invalid[:10])) + (" ..." if len(invalid) > 10 else "")
+        raise DataError(f"{frame.instance_ids}: instance ids {shown} name no known class with instances (an "
+                        "object id is label_id * 1000 + k, for person, rider, car, truck, bus, caravan, trailer, "
+                        "train, motorcycle or bicycle; other pixels hold their label id)")
     return Sample(
         image=image,  # BGR until converted after resizing (cheaper on the smaller image)
         label_ids=label_ids,

@@ -15,6 +15,7 @@ import torch
 from data.cityscapes import CityscapesMultiTask
 from data.labels import IGNORE_INDEX, TRAIN_PALETTE
 from data.transforms import MEAN, STD
+from engine.atomic import atomic_write_bytes
 
 
 def image_rgb(image: torch.Tensor) -> np.ndarray:
@@ -31,14 +32,14 @@ def semantic_rgb(semantic: torch.Tensor) -> np.ndarray:
     return palette[semantic.numpy()]
 
 
-def vectors_rgb(vectors: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """(dx, dy) as HSV: angle -> hue, magnitude (relative to the largest) -> value."""
+def vectors_rgb(vectors: torch.Tensor, mask: torch.Tensor, top: float | None = None) -> np.ndarray:
+    """(dx, dy) as HSV: angle -> hue, magnitude (relative to `top`, default the largest) -> value."""
     dx, dy = vectors.numpy()
     magnitude, angle = cv2.cartToPolar(dx, dy, angleInDegrees=True)
     hsv = np.zeros(dx.shape + (3,), np.uint8)
     hsv[..., 0] = (angle / 2).astype(np.uint8)  # OpenCV hue runs 0..179
     hsv[..., 1] = 255
-    top = float(magnitude.max()) or 1.0
+    top = top or float(magnitude.max()) or 1.0
     hsv[..., 2] = np.clip(magnitude / top * 255, 0, 255).astype(np.uint8)
     hsv[~mask.numpy()] = 0
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
@@ -88,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= args.index < len(dataset):
         parser.error(f"--index {args.index} is out of range: split {args.split!r} has {len(dataset)} frames")
     picture = render(dataset[args.index])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), picture[..., ::-1]):
-        raise SystemExit(f"{args.out}: could not write the picture")
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(picture[..., ::-1]))
+    if not ok:
+        raise SystemExit(f"error: {args.out}: could not encode the picture")
+    atomic_write_bytes(args.out, lambda f: f.write(png.tobytes()))
     print(f"{dataset.frames[args.index].name} -> {args.out}")
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from data.labels import ID_TO_TRAINID, INSTANCE_IDS, KNOWN_IDS, NAME_TO_ID
+from data.labels import HAS_INSTANCES_IDS, ID_TO_TRAINID, INSTANCE_IDS, KNOWN_IDS, NAME_TO_ID
 
 SKY_ID: int = NAME_TO_ID["sky"]
 # instanceIds of individual objects are label_id * 1000 + k; smaller values are plain label ids.
@@ -22,6 +22,8 @@ _KNOWN[sorted(KNOWN_IDS)] = True
 # train, motorcycle, bicycle; not caravan, trailer or groups).
 _IS_INSTANCE_CLASS = np.zeros(256, dtype=bool)
 _IS_INSTANCE_CLASS[sorted(INSTANCE_IDS)] = True
+_HAS_INSTANCES = np.zeros(256, dtype=bool)
+_HAS_INSTANCES[sorted(HAS_INSTANCES_IDS)] = True
 
 
 def unknown_label_ids(label_ids: np.ndarray) -> list[int]:
@@ -31,6 +33,21 @@ def unknown_label_ids(label_ids: np.ndarray) -> list[int]:
         return []
     present = np.flatnonzero(np.bincount(label_ids.ravel(), minlength=256))
     return [int(i) for i in present if not _KNOWN[i]]
+
+
+def invalid_instance_ids(instance_ids: np.ndarray) -> list[int]:
+    """Values of an instanceIds map (uint16) that Cityscapes does not allow: a plain id (< 1000) that is no
+    known label id, or an object id (label_id * 1000 + k) of a class without instances (road, sky...) or
+    of an unknown class. Training would silently drop or mislabel those pixels."""
+    present = np.flatnonzero(np.bincount(instance_ids.ravel()))
+    plain, objects = present[present < INSTANCE_OFFSET], present[present >= INSTANCE_OFFSET]
+    bad = plain[~_KNOWN[plain]].tolist() if plain.size else []
+    if objects.size:
+        classes = objects // INSTANCE_OFFSET
+        ok = np.zeros(objects.shape, dtype=bool)
+        ok[classes < 256] = _HAS_INSTANCES[classes[classes < 256]]
+        bad += objects[~ok].tolist()
+    return [int(i) for i in bad]
 
 
 def train_ids(label_ids: np.ndarray) -> np.ndarray:

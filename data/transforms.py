@@ -5,12 +5,14 @@ centroids in that grid's coordinates. Geometry (resize, crop, flip) is done here
 numpy indexing rather than albumentations because the centroid table has to follow each step
 exactly (pixel-centre convention, crop offsets, x -> W - 1 - x); the instance vectors are built
 only at the end from the final id map and the moved centroids, so they are exact by construction.
-Photometric jitter touches the image alone and comes from albumentations.
+Photometric jitter touches the image alone and comes from albumentations, imported only when jitter is
+used and never allowed to ask the package index for a newer version (nothing here touches the network).
 """
 
+import os
 from dataclasses import dataclass, replace
+from functools import cache
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -158,11 +160,19 @@ def apply_geometry(sample: Sample, geometry: Geometry) -> Sample:
     return sample
 
 
-_JITTER = A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=1.0)
+@cache
+def _jitter_transform():
+    """albumentations' ColorJitter. `import albumentations` checks PyPI for a newer version (a DNS query and
+    an HTTPS request, up to 2 s offline) unless NO_ALBUMENTATIONS_UPDATE is set: set it before the import."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+
+    return A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=1.0)
 
 
 def jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random brightness/contrast/saturation/hue on a uint8 RGB image, seeded from `rng`."""
     # Seeding the transform from our generator keeps results reproducible under torch seeding.
-    _JITTER.set_random_seed(int(rng.integers(2**31)))
-    return _JITTER(image=np.ascontiguousarray(image))["image"]
+    transform = _jitter_transform()
+    transform.set_random_seed(int(rng.integers(2**31)))
+    return transform(image=np.ascontiguousarray(image))["image"]

@@ -33,10 +33,12 @@ def poly_schedule(optimizer: torch.optim.Optimizer, iterations: int, power: floa
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - min(step, iterations) / iterations) ** power)
 
 
-def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: int = 1, rank: int = 0) -> StepParts:
-    """Everything `engine.step.train_step` needs, freshly initialised from `cfg.seed`."""
+def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: int = 1, rank: int = 0,
+                pretrained: bool = True) -> StepParts:
+    """Everything `engine.step.train_step` needs, freshly initialised from `cfg.seed`; `pretrained=False`
+    leaves the backbone's configured initial weights unread (a resumed run loads a checkpoint instead)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, pretrained=pretrained).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if world > 1 and cfg.sync_bn:

@@ -15,24 +15,47 @@ import torch
 from engine.atomic import atomic_write_bytes
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or written; the message names the file and the cause."""
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write `state` to `path` atomically."""
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    """Write `state` to `path` atomically; on any error (a full disk: torch says "unexpected pos") the
+    previous checkpoint stays as it was and a CheckpointError names the file."""
+    try:
+        atomic_write_bytes(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:
+        raise CheckpointError(f"cannot write checkpoint {path} ({type(e).__name__}: {e}); "
+                              "the previous checkpoint, if any, is kept") from e
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint on the CPU with weights_only=True; errors name the file and the cause."""
+    """Load a checkpoint on the CPU with weights_only=True; errors (FileNotFoundError, CheckpointError)
+    name the file and the cause."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
     missing = [k for k in ("config", "model", "step") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise RuntimeError(f"{path} is not a checkpoint of this project (missing keys {missing})")
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing keys {missing})")
     return ckpt
+
+
+def nonfinite_tensors(state: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a (nested) state dict holding NaN or infinity."""
+    bad = []
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(name)
+        elif isinstance(value, dict):
+            bad += nonfinite_tensors(value, f"{name}.")
+    return bad
 
 
 def rng_state() -> dict:

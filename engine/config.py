@@ -23,7 +23,9 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -67,7 +69,10 @@ class ModelConfig:
 
     backbone: str = "resnet101"
     output_stride: int = 8
-    backbone_weights: str | None = None  # local torchvision ResNet state dict; nothing is downloaded
+    backbone_weights: str | None = None  # local torchvision ResNet state dict (used instead of `pretrained`)
+    # imagenet: torchvision's ImageNet weights from torch's cache (models/pretrained.py; never downloaded at
+    # run time); none: random initialisation. The default keeps the identity of runs made before the option.
+    pretrained: str = "none"
     aspp_channels: int = 256
     aspp_rates: tuple[int, int, int] = (12, 24, 36)  # at output stride 8; halved at 16
     aspp_projection: bool = False  # the paper concatenates to 1280 channels without projection
@@ -112,7 +117,7 @@ class Config:
     """One experiment. `tasks` lists the trained tasks; the others are absent from the model."""
 
     name: str = "default"
-    run_dir: str | None = None  # None: runs/<name>
+    run_dir: str | None = None  # None: runs/<name>/<identity>, one directory per experiment
     tasks: tuple[str, ...] = TASKS
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -131,17 +136,23 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        self.tasks = check_tasks(self.tasks)
+        try:
+            self.tasks = check_tasks(self.tasks)
+        except ValueError as e:
+            raise ConfigError(f"tasks: {e}") from e
 
     @property
     def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+        """`run_dir`, else runs/<name>/<identity>: two experiments (e.g. two seeds) never share a default."""
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name / self.identity()
 
     @property
     def data_root(self) -> str:
+        """`data.root`, else $CITYSCAPES_DATASET; a ConfigError when neither is set."""
         root = self.data.root or os.environ.get("CITYSCAPES_DATASET")
         if not root:
-            raise ValueError("no dataset root: set data.root=PATH or $CITYSCAPES_DATASET")
+            raise ConfigError("no dataset root: set data.root=PATH or $CITYSCAPES_DATASET "
+                              "(e.g. datasets/synthetic-cityscapes made by `python -m data.synthetic`)")
         return root
 
     def autocast_dtype(self, device_type: str):
@@ -218,6 +229,42 @@ def _leaves(cfg: Config) -> dict:
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or a value of the wrong type."""
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice in one mapping is an error (not "the last one wins"), and
+    numbers are read as YAML 1.2 reads them: `1e-3` is a float (YAML 1.1 wants `1.0e-3`)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ConfigError(f"key {key!r} given twice in one mapping (line {seen[key] + 1} and line "
+                              f"{key_node.start_mark.line + 1}); keep one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_yaml(text: str, where: str = "") -> object:
+    """Parse YAML text with the project's rules (see _Loader); errors are ConfigErrors naming `where`."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where + ': ' if where else ''}not valid YAML ({e})") from e
 
 
 @dataclass(frozen=True)
@@ -342,10 +389,7 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    value = load_yaml(raw, f"override {text!r}") if raw != "" else ""
     return _nest(key.strip(), _Override(raw, value))
 
 
@@ -376,10 +420,7 @@ def load_config(files=(), overrides=()) -> Config:
         path = Path(f)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        data = load_yaml(path.read_text(), str(path)) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         try:
@@ -402,8 +443,11 @@ def load_config(files=(), overrides=()) -> Config:
 def config_from_dict(d: dict) -> Config:
     """Rebuild a Config saved with `Config.to_dict()` (e.g. from a checkpoint or a run record)."""
     cfg = Config()
+    if not isinstance(d, dict):
+        raise ConfigError(f"a saved config must be a mapping, got {type(d).__name__}")
     _apply(cfg, upgrade_config_dict(d))
     cfg.__post_init__()
+    _validate(cfg)
     return cfg
 
 
@@ -438,9 +482,33 @@ def _validate(cfg: Config) -> None:
 
     need(cfg.model.output_stride in (8, 16), f"model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
     need(cfg.model.head_kernel in (1, 3), f"model.head_kernel must be 1 or 3, got {cfg.model.head_kernel}")
-    need(cfg.optim.iterations > 0, "optim.iterations must be positive")
-    need(cfg.optim.batch_size > 0, "optim.batch_size must be positive")
-    need(cfg.optim.lr > 0, "optim.lr must be positive")
+    need(cfg.model.pretrained in ("imagenet", "none"),
+         f"model.pretrained must be imagenet or none, got {cfg.model.pretrained!r}")
+    need(cfg.model.aspp_channels > 0 and cfg.model.head_channels > 0,
+         f"model.aspp_channels and model.head_channels must be positive, got {cfg.model.aspp_channels} and "
+         f"{cfg.model.head_channels}")
+    need(all(r > 0 for r in cfg.model.aspp_rates), f"model.aspp_rates must be positive, got {cfg.model.aspp_rates}")
+    o = cfg.optim
+    need(o.iterations > 0, f"optim.iterations must be positive, got {o.iterations}")
+    need(o.batch_size > 0, f"optim.batch_size must be positive, got {o.batch_size}")
+    need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be positive and finite, got {o.lr}")
+    need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    need(not o.nesterov or o.momentum > 0, "optim.nesterov needs optim.momentum > 0")
+    need(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+         f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    need(math.isfinite(o.poly_power) and o.poly_power >= 0, f"optim.poly_power must be >= 0, got {o.poly_power}")
+    need(o.grad_clip is None or (math.isfinite(o.grad_clip) and o.grad_clip > 0),
+         f"optim.grad_clip must be positive (or null for none), got {o.grad_clip}")
+    for key in ("log_every", "ckpt_every", "eval_batch_size"):
+        need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}")
+    need(cfg.val_every >= 0, f"val_every must be >= 0 (0: validate only at the end), got {cfg.val_every}")
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    for key in ("train_frames", "val_frames"):
+        v = getattr(cfg.data, key)
+        need(v is None or v >= 1, f"data.{key} must be at least 1 (or null for all frames), got {v}")
+    need(cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
+    need(not (cfg.sync_bn and cfg.device == "cpu"),
+         "sync_bn needs CUDA (SyncBatchNorm does not run on the CPU or with gloo); set sync_bn=false")
     need(cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.wandb in ("disabled", "offline", "online"),

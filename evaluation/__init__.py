@@ -1,7 +1,7 @@
 """Evaluation: per-task metric accumulators, the metrics of a model over a split, the official
 Cityscapes evaluators (evaluation/official.py) and qualitative figures (evaluation/figures.py)."""
 
-from evaluation.loop import evaluate_model
+from evaluation.loop import NonFiniteOutputError, evaluate_model
 from evaluation.metrics import MultiTaskMetrics
 
-__all__ = ["MultiTaskMetrics", "evaluate_model"]
+__all__ = ["MultiTaskMetrics", "NonFiniteOutputError", "evaluate_model"]

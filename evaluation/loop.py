@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
+import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
 from evaluation.metrics import MultiTaskMetrics
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model's outputs hold NaN or infinity: its metrics would be meaningless numbers."""
 
 
 def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
@@ -18,14 +24,26 @@ def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
     was_training = model.training
     model.eval()
     metrics = MultiTaskMetrics()
+    names = task_registry.TASKS
+    finite = torch.ones(len(names), dtype=torch.bool, device=device)  # per task, on the device: no sync per batch
     with torch.no_grad():
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(batch["image"])  # {task: (B, C, H, W)}
-            metrics.update(_select(outputs, tasks), batch)
-    metrics.all_reduce()
+                outputs = _select(model(batch["image"]), tasks)  # {task: (B, C, H, W)}
+            for task, out in outputs.items():
+                i = names.index(task)
+                finite[i] = finite[i] & torch.isfinite(out).all()
+            metrics.update(outputs, batch)
     model.train(was_training)
+    flags = finite.to(torch.int32)
+    if dist.is_initialized():  # every process stops, or none
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    bad = [t for t, ok in zip(names, flags.tolist()) if not ok]
+    if bad:
+        raise NonFiniteOutputError(f"the model's {', '.join(bad)} output holds NaN or infinity; its metrics "
+                                   "would be meaningless (non-finite weights, or an overflow under amp)")
+    metrics.all_reduce()
     return metrics.compute()
 
 

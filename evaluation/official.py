@@ -1,4 +1,5 @@
-"""The official Cityscapes pixel-level evaluator, run safely, and full-resolution predictions for it.
+"""The official Cityscapes evaluators (pixel level and instance level), run safely, and full-resolution
+predictions for them.
 
 cityscapesscripts' evalPixelLevelSemanticLabeling reads CITYSCAPES_DATASET / CITYSCAPES_RESULTS
 when it is imported, keeps its state in module globals and writes files, so `run_pixel_level`
@@ -9,6 +10,17 @@ all the arithmetic are the evaluator's own.
 
 Predictions are label-id PNGs (0..33, never trainIds) at ground-truth resolution named
 `<city>_<seq>_<frame>_pred.png`, which the evaluator's `<city>_<seq>_<frame>*.png` pattern finds.
+
+`run_instance_level` runs evalInstanceLevelSemanticLabeling the same way on the official instance
+format: per frame a text file `<frame>_pred.txt` whose lines are `masks/<name>.png <label id>
+<confidence>`, the masks at ground-truth resolution (`write_instance_predictions`). Its ground-truth
+cache (the package writes it next to its own source and reuses it for any dataset) is made fresh in
+the temporary directory. The public evaluator has no distance per object, so AP 100m / AP 50m (objects
+within 100 m / 50 m) would come out empty; we fill the two fields it reads for each ground-truth
+object, `medDist` (the median distance of its pixels with a valid disparity, `baseline * fx / d` from
+the frame's camera file) and `distConf` (the share of its pixels with a valid disparity), before it
+runs; its thresholds (100 m / 50 m, density 0.5, 1000 pixels) and all matching are its own.
+Without disparity and camera files the two columns are left out (None).
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +112,11 @@ def run_pixel_level(gt_root: str | Path, split: str, pred_dir: str | Path, frame
         (work / "gt_files.json").write_text(json.dumps([str(f) for f in gt_files]))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSCAPES_")}
         env.update(CITYSCAPES_DATASET=str(gt_root), CITYSCAPES_RESULTS=str(pred_dir), CITYSCAPES_EXPORT_DIR=str(work))
-        proc = subprocess.run([sys.executable, "-c", _DRIVER, str(work / "gt_files.json")], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        _run_evaluator("pixel-level", [sys.executable, "-c", _DRIVER, str(work / "gt_files.json")], work, env,
+                       timeout, pred_dir)
         result_file = work / _RESULT_NAME
-        if proc.returncode != 0 or not result_file.is_file():
-            tail = (proc.stdout + proc.stderr)[-2000:]
-            raise RuntimeError(f"official pixel-level evaluator failed (exit {proc.returncode}) on {pred_dir}:\n{tail}")
+        if not result_file.is_file():
+            raise EvaluatorError(f"official pixel-level evaluator wrote no result for {pred_dir}")
         raw = json.loads(result_file.read_text())
     return parse_pixel_level_result(raw, len(gt_files))
 
@@ -126,6 +138,140 @@ def parse_pixel_level_result(raw: dict, frames: int) -> dict:
         "category_iiou": {c: pct(v) for c, v in raw["categoryInstScores"].items() if not math.isnan(v)},
         "frames": frames,
     }
+
+
+# Runs inside the subprocess: fills in the distances, then the evaluator's own steps.
+_INSTANCE_DRIVER = """
+import json, sys
+from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
+from cityscapesscripts.evaluation.instances2dict import instances2dict
+spec = json.load(open(sys.argv[1]))
+gt_files = spec["gt_files"]
+ev.args.quiet, ev.args.colorized, ev.args.JSONOutput = True, False, True
+ev.args.exportFile, ev.args.gtInstancesFile = spec["export_file"], spec["gt_instances_file"]
+ev.args.predictionPath = spec["pred_dir"]
+distances = spec["distances"]
+ev.args.distanceAvailable = distances is not None
+gt = instances2dict(gt_files, False)
+if distances is not None:
+    for key, by_label in gt.items():
+        for objects in by_label.values():
+            for obj in objects:
+                obj["medDist"], obj["distConf"] = distances[key].get(str(obj["instID"]), [-1.0, 0.0])
+json.dump(gt, open(ev.args.gtInstancesFile, "w"))
+predictions = [ev.getPrediction(g, ev.args) for g in gt_files]
+ev.evaluateImgLists(predictions, gt_files, ev.args)
+"""
+INSTANCE_GT_SUFFIX = "_gtFine_instanceIds.png"
+INSTANCE_PRED_SUFFIX = "_pred.txt"
+
+
+def write_instance_predictions(pred_dir: str | Path, frame: str, instances) -> Path:
+    """Write `instances` (evaluation.instances.Instance: mask, label_id, score) of one frame in the
+    official format: `<pred_dir>/<frame>_pred.txt` and its masks under `<pred_dir>/masks/`."""
+    pred_dir = Path(pred_dir)
+    (pred_dir / "masks").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k, inst in enumerate(instances):
+        if not math.isfinite(inst.score):
+            raise ValueError(f"instance {k} of {frame} has a non-finite score {inst.score}")
+        name = f"masks/{frame}_{k:04d}.png"
+        Image.fromarray(inst.mask.astype(np.uint8) * 255).save(pred_dir / name)
+        lines.append(f"{name} {int(inst.label_id)} {inst.score:.6f}\n")
+    path = pred_dir / f"{frame}{INSTANCE_PRED_SUFFIX}"
+    path.write_text("".join(lines))
+    return path
+
+
+def instance_distances(gt_root: Path, split: str, frames: list[str]) -> dict | None:
+    """{abs instanceIds path: {instanceId: [median distance m, stereo density]}} for the objects of
+    `frames` (>= 1000), from their disparity PNGs and camera files; None if any of those is missing."""
+    out = {}
+    for frame in frames:
+        city = frame.split("_")[0]
+        disparity = gt_root / "disparity" / split / city / f"{frame}_disparity.png"
+        camera = gt_root / "camera" / split / city / f"{frame}_camera.json"
+        if not (disparity.is_file() and camera.is_file()):
+            return None
+        cam = json.loads(camera.read_text())
+        focal_baseline = float(cam["intrinsic"]["fx"]) * float(cam["extrinsic"]["baseline"])
+        ids_path = gt_root / "gtFine" / split / city / f"{frame}{INSTANCE_GT_SUFFIX}"
+        ids = np.asarray(Image.open(ids_path), dtype=np.int32)
+        p = np.asarray(Image.open(disparity), dtype=np.int32)
+        if p.shape != ids.shape:
+            raise ValueError(f"{disparity} is {p.shape[::-1]}, its instanceIds {ids.shape[::-1]}")
+        objects = {}
+        for inst_id in np.unique(ids[ids >= 1000]):
+            pix = p[ids == inst_id]
+            valid = pix[pix > 1]  # value p gives (p - 1) / 256 px; 0 (and 1, disparity 0) has no distance
+            dist = float(np.median(focal_baseline * 256.0 / (valid - 1))) if valid.size else float("inf")
+            objects[str(int(inst_id))] = [dist, float(valid.size / pix.size)]
+        out[str(ids_path.resolve())] = objects
+    return out
+
+
+def run_instance_level(gt_root: str | Path, split: str, pred_dir: str | Path, frames=None,
+                       timeout: float | None = None) -> dict:
+    """Score the instance predictions in `pred_dir` with cityscapesscripts' evalInstanceLevelSemanticLabeling.
+
+    Returns percentages: `ap`, `ap50`, `ap100m`, `ap50m` (None without distances), `class_ap` and
+    `class_ap50` per instance class, and `frames`.
+    """
+    gt_root, pred_dir = Path(gt_root).resolve(), Path(pred_dir).resolve()
+    label_files = gt_label_files(gt_root, split, frames)
+    names = [f.name[: -len(GT_SUFFIX)] for f in label_files]
+    gt_files = [f.parent / f"{n}{INSTANCE_GT_SUFFIX}" for f, n in zip(label_files, names)]
+    missing = [str(f) for f in gt_files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} instanceIds file(s) missing, e.g. {missing[0]}")
+    absent = [n for n in names if not (pred_dir / f"{n}{INSTANCE_PRED_SUFFIX}").is_file()]
+    if absent:
+        raise FileNotFoundError(f"no instance prediction {absent[0]}{INSTANCE_PRED_SUFFIX} in {pred_dir}")
+    distances = instance_distances(gt_root, split, names)
+    with tempfile.TemporaryDirectory(prefix="cs-instance-eval-") as work:
+        work = Path(work)
+        spec = {"gt_files": [str(f) for f in gt_files], "pred_dir": str(pred_dir), "distances": distances,
+                "export_file": str(work / "result.json"), "gt_instances_file": str(work / "gtInstances.json")}
+        (work / "spec.json").write_text(json.dumps(spec))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSCAPES_")}
+        _run_evaluator("instance-level", [sys.executable, "-c", _INSTANCE_DRIVER, str(work / "spec.json")],
+                       work, env, timeout, pred_dir)
+        raw = json.loads((work / "result.json").read_text()) if (work / "result.json").is_file() else None
+    if raw is None:
+        raise EvaluatorError(f"official instance-level evaluator wrote no result for {pred_dir}")
+    return parse_instance_level_result(raw, len(gt_files), distances is not None)
+
+
+def parse_instance_level_result(raw: dict, frames: int, distances: bool) -> dict:
+    """Turn the instance evaluator's result JSON (fractions) into percentages."""
+    def pct(x) -> float | None:
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else 100.0 * float(x)
+
+    avg = raw["averages"]
+    return {
+        "ap": pct(avg["allAp"]), "ap50": pct(avg["allAp50%"]),
+        "ap100m": pct(avg["allAp100m"]) if distances else None,
+        "ap50m": pct(avg["allAp50m"]) if distances else None,
+        "class_ap": {name: pct(v["ap"]) for name, v in avg["classes"].items()},
+        "class_ap50": {name: pct(v["ap50%"]) for name, v in avg["classes"].items()},
+        "frames": frames,
+    }
+
+
+class EvaluatorError(RuntimeError):
+    """An official evaluator failed, timed out or wrote no result; the message says which and why."""
+
+
+def _run_evaluator(what: str, command: list[str], work: Path, env: dict, timeout: float | None,
+                   pred_dir: Path) -> None:
+    """Run an evaluator subprocess in `work`; a failure or a timeout is an EvaluatorError with its output."""
+    try:
+        proc = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise EvaluatorError(f"official {what} evaluator timed out after {timeout:g} s on {pred_dir}") from e
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        raise EvaluatorError(f"official {what} evaluator failed (exit {proc.returncode}) on {pred_dir}:\n{tail}")
 
 
 def _check_predictions(gt_files: list[Path], pred_dir: Path) -> None:
@@ -171,16 +317,23 @@ class PairedFrames(Dataset):
 
 
 def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device: torch.device,
-                      amp_dtype: torch.dtype | None, pred_dir: Path, workers: int = 0) -> dict:
-    """One pass: input-resolution metrics, full-resolution metrics, and the official pixel-level scores.
+                      amp_dtype: torch.dtype | None, pred_dir: Path, workers: int = 0,
+                      grouping: tuple[str, ...] = ("hough",), timeout: float | None = None) -> dict:
+    """One pass: input-resolution metrics, full-resolution metrics, and the official scores (Table 2).
 
-    Each prediction is upsampled to the frame's file resolution (`to_full_resolution`),
-    its argmax written as a label-id PNG to `pred_dir`, and scored there by cityscapesscripts.
+    Each prediction is upsampled to the frame's file resolution (`to_full_resolution`); its argmax is
+    written as a label-id PNG under `pred_dir/pixel` and scored by the pixel-level evaluator. With the
+    semantic and instance tasks, the instances of each `grouping` method (evaluation.instances) are
+    written under `pred_dir/instance-<method>` and scored by the instance-level evaluator. An evaluator
+    that fails leaves its message in `errors` and every other number in place.
     """
+    from evaluation.instances import group_instances
+
     full = data if data.size is None else CityscapesMultiTask(data.root, data.split, size=None, limit=len(data))
     loader = DataLoader(PairedFrames(data, full), batch_size=1, num_workers=workers)
     at_input, at_full = MultiTaskMetrics(), MultiTaskMetrics()
-    wrote_predictions = False
+    has_semantic = has_instances = False
+    grouping_s = dict.fromkeys(grouping, 0.0)
     model.eval()
     with torch.no_grad():
         for i, (batch, gt) in enumerate(loader):
@@ -191,10 +344,38 @@ def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device:
             at_input.update(outputs, batch)
             outputs = to_full_resolution(outputs, tuple(gt["semantic"].shape[-2:]))
             at_full.update(outputs, gt)
-            if "semantic" in outputs:
-                write_prediction_png(pred_dir, data.frames[i].name, outputs["semantic"][0].argmax(0))
-                wrote_predictions = True
-    result = {"metrics": at_input.compute(), "full_resolution": at_full.compute()}
-    if wrote_predictions:  # a model without the semantic task has nothing for the official evaluator
-        result["official"] = run_pixel_level(data.root, data.split, pred_dir, [f.name for f in data.frames])
+            frame = data.frames[i].name
+            if "semantic" not in outputs:  # nothing for the official evaluators
+                continue
+            confidence, semantic = torch.softmax(outputs["semantic"][0], dim=0).max(dim=0)
+            write_prediction_png(Path(pred_dir) / "pixel", frame, semantic)
+            has_semantic = True
+            if "instance" not in outputs:
+                continue
+            has_instances = True
+            semantic, confidence = semantic.cpu().numpy(), confidence.cpu().numpy()
+            vectors = outputs["instance"][0].cpu().numpy()
+            for method in grouping:
+                start = time.perf_counter()
+                found = group_instances(semantic, vectors, method, probabilities=confidence)
+                grouping_s[method] += time.perf_counter() - start
+                write_instance_predictions(Path(pred_dir) / f"instance-{method}", frame, found)
+    result = {"metrics": at_input.compute(), "full_resolution": at_full.compute(), "errors": [],
+              "file_size": list(full[0]["semantic"].shape) if len(full) else None}
+    frames = [f.name for f in data.frames]
+    if has_semantic:
+        try:
+            result["official"] = run_pixel_level(data.root, data.split, Path(pred_dir) / "pixel", frames, timeout)
+        except EvaluatorError as e:
+            result["errors"].append(str(e))
+    if has_instances:
+        result["instance_ap"], result["grouping_s_per_frame"] = {}, {}
+        for method in grouping:
+            result["grouping_s_per_frame"][method] = grouping_s[method] / max(1, len(frames))
+            try:
+                result["instance_ap"][method] = run_instance_level(data.root, data.split,
+                                                                   Path(pred_dir) / f"instance-{method}", frames,
+                                                                   timeout)
+            except EvaluatorError as e:
+                result["errors"].append(str(e))
     return result

@@ -56,6 +56,35 @@ def paper_values(paper: dict, manifest: Manifest, row: Row) -> dict[str, float |
     return {c.metric: match.get(c.paper) for c in manifest.columns if c.paper}
 
 
+def unit_factor(size, paper_size) -> float | None:
+    """What a pixel error measured on frames of `size` (H, W) is multiplied by to be in pixels of the paper's
+    frames `paper_size` (H, W): paper width / our width (a length in pixels scales with the frame). None when
+    either is unknown: `size` None is the files' own resolution, whose width the run records do not hold."""
+    if size is None or paper_size is None:
+        return None
+    return paper_size[1] / size[1]
+
+
+def in_paper_units(ours: dict[str, dict | None], factor: float | None) -> dict[str, dict | None]:
+    """`ours` ({metric: summary}) with the pixel metrics multiplied by `factor` (unchanged without one)."""
+    def convert(metric: str, s: dict | None) -> dict | None:
+        if s is None or factor is None or METRICS[metric].unit != "px":
+            return s
+        return summarize([v * factor for v in s["values"]])
+
+    return {m: convert(m, s) for m, s in ours.items()}
+
+
+def units_of(paper_size, rows: list[dict]) -> dict:
+    """The table's units: the paper's frame size its pixel errors are shown at (None: shown as measured),
+    the sizes our rows were measured at and their factors, and the pixel metrics converted."""
+    sizes = sorted({(tuple(r["units"]["size"]) if r["units"]["size"] else None, r["units"]["factor"]) for r in rows},
+                   key=lambda sf: (sf[0] is None, sf[0] or (0, 0)))
+    return {"paper_size": list(paper_size) if paper_size else None,
+            "measured": [{"size": list(size) if size else None, "factor": factor} for size, factor in sizes],
+            "pixel_metrics": [m for m in METRICS if METRICS[m].unit == "px"]}
+
+
 def final_weights(records: list[Record]) -> dict[str, float] | None:
     """Mean over seeds of the last logged effective weight of each task."""
     per_task: dict[str, list[float]] = {}
@@ -79,6 +108,8 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
     for rec in records.values():
         by_row.setdefault(rec.row_identity, []).append(rec)
     rows, found_by_row = [], {}
+    section = (paper.get(manifest.paper) if manifest.paper else None) or {}
+    paper_size = section.get("size")  # (H, W) the paper's errors are measured at (Table 1, Figure 2: 128x256)
     for row in manifest.rows:
         planned = [resolve(manifest, row, s, preset, paths) for s in row_seeds(manifest, row, seeds)]
         cfg = planned[0].config
@@ -100,22 +131,35 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             "git_commit": {str(r.seed): r.data.get("git_commit") for r in found},
             "command": {str(r.seed): r.data.get("command") for r in found},
             "planned_command": train_command(planned[0]),
-            "ours": ours, "paper": paper_values(paper, manifest, row), "final_weights": weights,
+            "ours": ours,  # as measured, at the row's training resolution
+            # pixel errors in the paper's units (pixels of its frames), as the table shows them
+            "ours_paper_units": in_paper_units(ours, unit_factor(cfg.data.size, paper_size)),
+            "units": {"size": list(cfg.data.size) if cfg.data.size else None,
+                      "factor": unit_factor(cfg.data.size, paper_size)},
+            "paper": paper_values(paper, manifest, row), "final_weights": weights,
             "learns_weights": learns_weights(found), "kind": method_class(cfg.method.name).kind,
         }
         if manifest.is_sweep:
             entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
             entry["x_learned"] = row.x == "learned"
         rows.append(entry)
-    section = (paper.get(manifest.paper) if manifest.paper else None) or {}
     extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
+    if manifest.settle:
+        for row in rows:
+            row["settle"] = settle_columns(found_by_row[row["name"]], manifest.settle)
+        extra["settle"] = {"tolerance": manifest.settle}
+    if manifest.official:
+        for row in rows:
+            row["official"] = official_columns(found_by_row[row["name"]], manifest.official["grouping"])
+        extra["official"] = {"grouping": manifest.official["grouping"], "paper": section,
+                             "reference_width": REFERENCE_WIDTH}
     return {
         "manifest": manifest.name, "preset": preset, "title": manifest.title, "description": manifest.description,
         "generated_by": f"python reproduce.py aggregate --preset {preset}",
         "columns": [{"metric": c.metric, "title": METRICS[c.metric].title, "digits": METRICS[c.metric].digits,
                      "higher_is_better": METRICS[c.metric].higher_is_better, "paper": c.paper}
                     for c in manifest.columns],
-        "x": manifest.x, "std": STD, "paper_caption": section.get("caption"),
+        "x": manifest.x, "std": STD, "paper_caption": section.get("caption"), "units": units_of(paper_size, rows),
         "results": sum(len(r["seeds"]) for r in rows), "rows": rows,
     } | extra
 
@@ -142,6 +186,79 @@ def benchmark_columns(manifest: Manifest, preset: str, rows: list[dict], found: 
         row["overheads"] = (overheads or {}).get("rows", {}).get(row["name"])
     meta = None if overheads is None else {k: v for k, v in overheads.items() if k != "rows"}
     return {"baselines": dict(manifest.baselines), "delta_m_conventions": CONVENTIONS, "overheads": meta}
+
+
+def settle_step(steps: list[int], values: list[float], tolerance: float) -> int | None:
+    """The first logged step from which `values` stay within `tolerance` (relative) of the last value."""
+    final = values[-1] if values else math.nan
+    if not math.isfinite(final) or final == 0:
+        return None
+    settled = None
+    for step, v in zip(steps, values):
+        if math.isfinite(v) and abs(v - final) <= tolerance * abs(final):
+            settled = step if settled is None else settled
+        else:
+            settled = None
+    return settled
+
+
+def settle_columns(found: list[Record], tolerance: float) -> dict:
+    """Per task: the iteration from which sigma^2 stays within `tolerance` of its final value and the final
+    sigma^2 (each summarised over seeds), with the logging interval that bounds the step's resolution."""
+    out: dict = {"tasks": {}, "log_every": sorted({r.config.log_every for r in found})}
+    tasks = sorted({k.split("/", 1)[1] for r in found for k in (r.data.get("curves") or {}) if k.startswith("sigma2/")})
+    for task in tasks:
+        steps, finals = [], []
+        for r in found:
+            curves = r.data.get("curves") or {}
+            series = curves.get(f"sigma2/{task}")
+            if not series:
+                continue
+            step = settle_step(curves["step"], series, tolerance)
+            if step is not None:
+                steps.append(float(step))
+            finals.append(series[-1])
+        out["tasks"][task] = {"settle_step": summarize(steps) if steps else None,
+                              "final_sigma2": summarize(finals) if finals else None}
+    return out
+
+
+PIXEL_SCORES = ("iou_class", "iiou_class", "iou_category", "iiou_category")
+INSTANCE_SCORES = ("ap", "ap50", "ap100m", "ap50m")
+REFERENCE_WIDTH = 2048  # the paper's full resolution: Table 2's disparity errors are pixels of a 2048-wide frame
+
+
+def official_columns(found: list[Record], grouping: list[str]) -> dict:
+    """Table 2's numbers of one row over its seeds: official pixel-level scores, official instance AP per
+    grouping method (and per class), grouping time, and the full-resolution disparity errors, also
+    converted to pixels of a 2048-wide frame (x 2048 / the files' width)."""
+    recs = [r for r in found if r.data.get("official")]
+
+    def summary(get) -> dict | None:
+        values = [v for v in (get(r.data["official"]) for r in recs) if v is not None and math.isfinite(v)]
+        return summarize(values) if values else None
+
+    out = {"seeds": [r.seed for r in recs], "file_size": recs[0].data["official"].get("file_size") if recs else None,
+           "commands": {str(r.seed): r.data["official"].get("command") for r in recs},
+           "git_commit": {str(r.seed): r.data["official"].get("git_commit") for r in recs},
+           "pixel": {k: summary(lambda o, k=k: (o.get("official") or {}).get(k)) for k in PIXEL_SCORES},
+           "instance": {}, "depth": {}}
+    for method in grouping:
+        def ap(o, key, method=method):
+            return ((o.get("instance_ap") or {}).get(method) or {}).get(key)
+
+        classes = sorted({c for r in recs for c in
+                          (((r.data["official"].get("instance_ap") or {}).get(method) or {}).get("class_ap") or {})})
+        out["instance"][method] = {k: summary(lambda o, k=k: ap(o, k)) for k in INSTANCE_SCORES} | {
+            "class_ap": {c: summary(lambda o, c=c: (ap(o, "class_ap") or {}).get(c)) for c in classes},
+            "s_per_frame": summary(lambda o, method=method: (o.get("grouping_s_per_frame") or {}).get(method))}
+    width = out["file_size"][1] if out["file_size"] else None
+    for key in ("depth/mean_error_px", "depth/rmse_px"):
+        out["depth"][key] = summary(lambda o, key=key: (o.get("full_resolution") or {}).get(key))
+        out["depth"][key + "@2048"] = summary(
+            lambda o, key=key: (o.get("full_resolution") or {}).get(key, math.nan) * REFERENCE_WIDTH / width
+            if width else None)
+    return out
 
 
 def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | None:

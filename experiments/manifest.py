@@ -9,6 +9,10 @@
     x: {label: depth weight, task: depth}  # optional: a sweep, drawn against x (rows then give `x`)
     curves: true                           # optional: draw the learned task weights over training
     baselines: {semantic: semantic-only}   # optional: each task's single-task row, for Delta_m (benchmark)
+    settle: 0.1                            # optional: when each learned sigma^2 stays within 10 % of its final
+                                           # value, per row, and all rows' curves in one figure (Appendix B)
+    official: {grouping: [hough, optics]}  # optional: also score each run with the official Cityscapes
+                                           # evaluators at full resolution (Table 2), instances grouped by these
     rows:
       - name: semantic-only                # unique within the manifest; a file-name-safe slug
         label: Segmentation only           # optional: shown in the table (default: name)
@@ -16,6 +20,7 @@
           tasks: [semantic]
           method: {name: fixed, fixed: {weights: {semantic: 1.0}}}
         paper: {row: Segmentation only}    # or {where: {w_semantic: 1.0, w_depth: 0.0}} or {key: learned}
+        presets: {synthetic-cpu: {optim: {iterations: 600}}}  # optional: more overrides on one preset only
         x: 0.0                             # sweeps: the x value, or `learned` (the x task's learned share)
         seeds: [0, 1, 2]                   # optional
 
@@ -29,14 +34,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from engine.config import ConfigError
+from engine.config import ConfigError, load_yaml
 from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines"}
-_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds"}
+_MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official",
+                  "settle"}
+_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Row:
     paper: dict | None = None
     x: float | str | None = None
     seeds: tuple[int, ...] | None = None
+    presets: dict | None = None  # preset name -> overrides applied after `config` on that preset only
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class Manifest:
     x: dict | None = None  # {"label": ..., "task": ...} for a sweep
     curves: bool = False
     baselines: dict[str, str] | None = None  # task -> the row training that task alone (Delta_m)
+    official: dict | None = None  # {"grouping": [methods]}: full-resolution official evaluation (Table 2)
+    settle: float | None = None  # relative tolerance of the sigma^2 settling iteration (Appendix B)
 
     @property
     def is_sweep(self) -> bool:
@@ -93,9 +100,10 @@ def load_manifest(path: Path) -> Manifest:
     """Read and check one manifest; errors name the file and the key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text()
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the manifest ({e})") from e
+    data = load_yaml(text, str(path))
     _keys(data, _MANIFEST_KEYS, str(path))
     for key in ("title", "seeds", "columns", "rows"):
         if key not in data:
@@ -125,6 +133,10 @@ def load_manifest(path: Path) -> Manifest:
         names.add(name)
         if not isinstance(r.get("config", {}), dict):
             raise ConfigError(f"{where}: config must be a mapping of overrides")
+        presets = r.get("presets")
+        if presets is not None and not (isinstance(presets, dict)
+                                        and all(isinstance(v, dict) for v in presets.values())):
+            raise ConfigError(f"{where}: presets must map a preset name to a mapping of overrides")
         if r.get("paper") is not None:
             _keys(r["paper"], {"row", "where", "key"}, f"{where}: paper")
         row_x = r.get("x")
@@ -134,7 +146,7 @@ def load_manifest(path: Path) -> Manifest:
             raise ConfigError(f"{where}: x: learned needs the manifest's x.task")
         rows.append(Row(name, str(r.get("label", name)), r.get("config") or {}, r.get("paper"),
                         float(row_x) if isinstance(row_x, (int, float)) else row_x,
-                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None))
+                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None, presets))
     if not rows:
         raise ConfigError(f"{path}: no rows")
     baselines = data.get("baselines")
@@ -143,9 +155,22 @@ def load_manifest(path: Path) -> Manifest:
         bad = {t: r for t, r in baselines.items() if r not in names}
         if bad:
             raise ConfigError(f"{path}: baselines name rows that do not exist: {bad}")
+    official = data.get("official")
+    if official is not None:
+        from evaluation.instances import METHODS as GROUPING
+
+        _keys(official, {"grouping"}, f"{path}: official")
+        grouping = official.get("grouping", ["hough"])
+        if not isinstance(grouping, list) or not grouping or any(g not in GROUPING for g in grouping):
+            raise ConfigError(f"{path}: official.grouping must be a list of {sorted(GROUPING)}, got {grouping!r}")
+        official = {"grouping": list(grouping)}
+    settle = data.get("settle")
+    if settle is not None and not (isinstance(settle, (int, float)) and not isinstance(settle, bool)
+                                   and 0 < settle < 1):
+        raise ConfigError(f"{path}: settle must be a fraction between 0 and 1 (e.g. 0.1), got {settle!r}")
     return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
                     data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
-                    baselines)
+                    baselines, official, float(settle) if settle is not None else None)
 
 
 def list_manifests(directory: Path) -> list[Manifest]:

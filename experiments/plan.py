@@ -78,7 +78,8 @@ def resolve(manifest: Manifest, row: Row, seed: int, preset: str, paths: Paths =
             data_root: str | None = None) -> Run:
     """The run of `row` with `seed` on `preset`; a bad override is an error naming the manifest and row."""
     base = preset_file(preset, paths)
-    overrides = [*overrides_from_mapping(row.config), f"seed={seed}"]
+    overrides = [*overrides_from_mapping(row.config), *overrides_from_mapping((row.presets or {}).get(preset, {})),
+                 f"seed={seed}"]
     try:
         cfg = load_config([base], overrides)
     except ConfigError as e:

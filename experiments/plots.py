@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from engine.atomic import atomic_write_bytes
 from tasks import TASK_SPECS, TASKS
 
 CURVE_PREFIXES = ("sigma2/", "weight/")
@@ -99,9 +101,10 @@ def plot_sweep(table: dict, out: Path) -> Path:
     """A sweep (Figure 2): each metric against x, ours (left) beside the paper's (right).
 
     `table` is an aggregated sweep (experiments.aggregate.aggregate): "columns", "rows" (each with
-    "x", "x_learned", "ours" {metric: summary or None} and "paper" {metric: value or None}), "x" and
-    "title". A learned row is a star at its learned x (ours) and a dotted line at its value (both
-    sides; the paper does not report its learned weights).
+    "x", "x_learned", "ours" {metric: summary or None}, optionally "ours_paper_units" (drawn instead:
+    pixel errors in the paper's units) and "paper" {metric: value or None}), "x" and "title". A learned
+    row is a star at its learned x (ours) and a dotted line at its value (both sides; the paper does
+    not report its learned weights).
     """
     columns = table["columns"]
     points = [r for r in table["rows"] if not r["x_learned"]]
@@ -111,9 +114,15 @@ def plot_sweep(table: dict, out: Path) -> Path:
     missing = sum(not p["seeds"] for p in points)  # gaps are runs not made yet, not values
     for i, col in enumerate(columns):
         metric = col["metric"]
+        paper_size = (table.get("units") or {}).get("paper_size")
+        ylabel = col["title"]
+        if paper_size and "(px)" in ylabel:
+            ylabel = ylabel.replace("(px)", f"(px at {paper_size[0]}x{paper_size[1]})")
         for side, ax in zip(("ours", "paper"), axes[i]):
+            key = "ours_paper_units" if side == "ours" and all("ours_paper_units" in r for r in table["rows"]) \
+                else side
             # A missing point is NaN, which breaks the line there: nothing is drawn across a gap.
-            pts = sorted((p["x"], *_value(p[side].get(metric))) for p in points)
+            pts = sorted((p["x"], *_value(p[key].get(metric))) for p in points)
             pts = [(x, math.nan if m is None else m, s or 0.0) for x, m, s in pts]
             found = [pt for pt in pts if not math.isnan(pt[1])]
             if found:
@@ -121,7 +130,7 @@ def plot_sweep(table: dict, out: Path) -> Path:
                 ax.errorbar(*zip(*found), fmt="o", color="tab:blue", capsize=3, label="fixed weights")
             drawn = False
             for r in learned:
-                lm, _ = _value(r[side].get(metric))
+                lm, _ = _value(r[key].get(metric))
                 if lm is not None:
                     ax.axhline(lm, color="tab:red", linestyle=":", linewidth=1.2, label=r["label"])
                     if side == "ours" and r["x"] is not None:
@@ -133,7 +142,7 @@ def plot_sweep(table: dict, out: Path) -> Path:
                 ax.legend(fontsize=7)
             ax.set_xlim(-0.03, 1.03)
             ax.set_xlabel(table["x"]["label"])
-            ax.set_ylabel(col["title"])
+            ax.set_ylabel(ylabel)
             title = f"ours ({table['preset']})" if side == "ours" else "paper"
             if side == "ours" and missing:
                 title += f": {missing} of {len(points)} points not run yet"
@@ -163,10 +172,9 @@ def plot_delta_m(table: dict, out: Path) -> Path:
 
 
 def _save(fig: Figure, out: Path, dpi: int) -> Path:
-    """Write the PNG; no software version in its metadata, so the bytes depend only on the data."""
+    """Write the PNG atomically; no software version in its metadata, so the bytes depend only on the data."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(out, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata={"Software": None}))
     return out
 
 
@@ -179,7 +187,7 @@ def _value(v) -> tuple[float | None, float | None]:
     return float(v), None
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("curves", help="sigma^2 and effective weights over training from a metrics.jsonl")
@@ -188,8 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     log = args.log / "metrics.jsonl" if args.log.is_dir() else args.log
     out = args.out or log.parent / "uncertainty.png"
-    print(plot_uncertainty({"run": read_curves(log)}, out, title=str(log.parent)))
+    try:
+        curves = read_curves(log)
+    except (OSError, ValueError) as e:  # missing or broken log: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(plot_uncertainty({"run": curves}, out, title=str(log.parent)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+from engine.atomic import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- include (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if new != old:
-        readme.write_text(new)
+        write_text(readme, new)
     print(f"README.md: {len(BLOCK.findall(new))} include block(s) {'updated' if new != old else 'already current'}")
     return 0
 

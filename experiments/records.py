@@ -20,7 +20,7 @@ from experiments.layout import Paths
 
 # Keys copied from a run's metrics.json.
 FINAL_KEYS = ("step", "iterations", "metrics", "config", "identity", "identity_schema", "command", "git_commit",
-              "wall_time_s", "replicas", "method_state")
+              "wall_time_s", "replicas", "method_state", "data_root")
 
 
 def read_json(path: Path) -> dict:

@@ -3,26 +3,37 @@
 Each training is `python train.py ...` in a subprocess (its output appended to <run_dir>/train.log);
 an interrupted run resumes from its checkpoint when launched again. With GPUs, each training gets
 one (CUDA_VISIBLE_DEVICES); on the CPU the cores are split between the trainings running at once.
+The trainings die with the runner (Linux: a parent-death signal, SIGTERM, so they keep their last
+checkpoint), however the runner ends, even by SIGKILL; train.py's run-directory lock keeps a second
+runner from training the same run at once. A runner holds its shard's lock (runs/<preset>/.shard-i-of-n.lock)
+while it trains: the same shard twice, or shards of a different n over the same runs/ (which overlap),
+are refused.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
+import ctypes.util
 import datetime
-import json
 import os
 import platform
 import queue
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from engine.atomic import append_line, dumps, sweep_temp_files, write_json
 from engine.config import config_from_dict
+from engine.lock import FileLock, describe, is_locked, read_holder
+from engine.rundir import git_commit
 from experiments.layout import ROOT, TRAIN_SCRIPT, Paths, rel
 from experiments.manifest import Manifest
-from experiments.plan import Job, plan, shard
+from experiments.plan import Job, plan, runs_of, shard
 from experiments.records import Record, load_records, read_json, record_from_run, write_record
 
 
@@ -68,6 +79,47 @@ def status(job: Job, records: dict[str, Record]) -> str:
     return "resume" if (final.parent / "checkpoint.pt").exists() else "new"
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STALE_TEMP_S = 3600.0  # a temporary file this old in results/ is no write in progress (another shard's runner)
+
+
+def die_with_parent():
+    """A Popen `preexec_fn` (None where unsupported): the child gets SIGTERM when the runner dies, and
+    exits at once if the runner is already gone. Only an async-signal-safe C call runs in the child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before prctl took effect
+            os._exit(143)
+
+    return preexec
+
+
+_SHARD_LOCK = re.compile(r"^\.shard-(\d+)-of-(\d+)\.lock$")
+
+
+def claim_shard(directory: Path, shard_of: tuple[int, int], command: list[str] | None = None) -> FileLock:
+    """Hold the lock of shard i/n in `directory` (runs/<preset>) while this runner trains. Another runner
+    of the same shard, or a live runner of a shard with a different n (shards 1/2 and 1/3 overlap), is an
+    error naming it. Release the returned lock when done."""
+    i, n = shard_of
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(directory / f".shard-{i}-of-{n}.lock", f"shard {i}/{n} of {rel(directory)}", command)
+    lock.acquire()
+    for other in sorted(directory.iterdir()):
+        m = _SHARD_LOCK.match(other.name)
+        if m and int(m[2]) != n and is_locked(other):
+            lock.release()
+            raise ValueError(f"--shard {i}/{n} overlaps shard {m[1]}/{m[2]}, which "
+                             f"{describe(read_holder(other))} is running on {rel(directory)}; runners that share "
+                             f"a runs directory must split it with the same n")
+    return lock
+
+
 def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = Paths(),
              train_script: Path = TRAIN_SCRIPT, gpus: list[str] | None = None,
              threads: int | None = None) -> dict[str, list]:
@@ -76,6 +128,7 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
     Returns {"trained": [Job], "failed": [(Job, reason)]}.
     """
     gpus = visible_gpus() if gpus is None else gpus
+    preexec = die_with_parent()
     slots: queue.Queue[int] = queue.Queue()
     for s in range(n_parallel):
         slots.put(s)
@@ -88,15 +141,15 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
             cmd = job.command(python=sys.executable, train_script=train_script)
             run_dir = _abs(job.run.run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "train.log", "a") as log:
-                stamp = datetime.datetime.now().isoformat(timespec="seconds")
-                log.write(f"=== {stamp} launch: {shlex.join(cmd)}\n")
-                log.flush()
-                # Same process group as this runner: stopping the runner's group stops its trainings.
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            append_line(run_dir / "train.log", f"=== {stamp} launch: {shlex.join(cmd)}")
+            with open(run_dir / "train.log", "a") as log:  # the training's own output (a stream)
+                # Same process group as this runner (stopping the group stops its trainings), and a
+                # parent-death signal: killing the runner alone stops them too.
                 print(f"start    {job.run.name}", flush=True)
                 start = time.perf_counter()
                 proc = subprocess.Popen(cmd, cwd=ROOT, env=job_env(slot, n_parallel, gpus, threads),
-                                        stdout=log, stderr=subprocess.STDOUT)
+                                        stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec)
                 procs[id(job)] = proc
                 rc = proc.wait()
                 walls[id(job)] = time.perf_counter() - start
@@ -144,6 +197,9 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
     """Plan, skip what has a record, record what finished, train the rest. Returns run_jobs' summary
     plus "skipped" (done) and "exported" (finished runs whose record was written now)."""
     jobs = shard(plan(preset, manifests, seeds, paths, data_root), *shard_of)
+    if not dry_run:  # temporary files of record and table writes that a crash interrupted (never committed)
+        for directory in (paths.records(preset), paths.results / preset):
+            sweep_temp_files(directory, older_than_s=STALE_TEMP_S)
     records = load_records(paths, preset)
     summary: dict[str, list] = {"skipped": [], "exported": [], "trained": [], "failed": []}
     todo, resumes = [], 0
@@ -171,10 +227,73 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
           f"{resumes} to resume", flush=True)
     if dry_run or not todo:
         return summary
-    result = run_jobs(todo, preset, n_parallel, paths, train_script, threads=threads)
+    claim = claim_shard(paths.runs / preset, shard_of)
+    try:
+        result = run_jobs(todo, preset, n_parallel, paths, train_script, threads=threads)
+    finally:
+        claim.release()
     summary["trained"] = result["trained"]
     summary["failed"] += result["failed"]
     return summary
+
+
+# What a record keeps of `evaluate.py --official --out`: no machine paths (the command names the checkpoint).
+OFFICIAL_KEYS = ("split", "frames", "file_size", "metrics", "full_resolution", "official", "instance_ap",
+                 "grouping_s_per_frame")
+
+
+def official_command(run_dir: Path, grouping: list[str], data_root: str | None = None,
+                     python: str = "python") -> list[str]:
+    """`python evaluate.py --checkpoint RUN/checkpoint.pt --official --grouping ... --out RUN/official.json`."""
+    cmd = [python, "evaluate.py", "--checkpoint", rel(_abs(run_dir) / "checkpoint.pt"), "--official",
+           "--grouping", ",".join(grouping), "--out", rel(_abs(run_dir) / "official.json"), "--workers", "0"]
+    return cmd + (["--root", data_root] if data_root else [])
+
+
+def needs_official(record: Record, grouping: list[str]) -> bool:
+    have = record.data.get("official") or {}
+    return "official" not in have or any(g not in (have.get("instance_ap") or {}) for g in grouping)
+
+
+def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | None = None,
+                           paths: Paths = Paths(), data_root: str | None = None, dry_run: bool = False,
+                           shard_of: tuple[int, int] = (1, 1)) -> list[tuple[str, str]]:
+    """Score every finished run of a manifest with `official:` by the official Cityscapes evaluators at full
+    resolution (evaluate.py --official) and keep the result in its record under "official". Returns the
+    (run, reason) of each run that could not be scored; runs not trained yet are left to the trainer."""
+    failed: list[tuple[str, str]] = []
+    records = load_records(paths, preset)
+    for manifest in manifests:
+        if not manifest.official:
+            continue
+        grouping = manifest.official["grouping"]
+        for run in shard(runs_of(manifest, preset, seeds, paths, data_root), *shard_of):
+            record = records.get(run.identity)
+            if record is None or not needs_official(record, grouping):
+                continue
+            run_dir = _abs(run.run_dir)
+            cmd = official_command(run.run_dir, grouping, data_root, python=sys.executable)
+            if dry_run:
+                print(f"evaluate  {run.name} [{run.identity}]\n          {shlex.join(['python', *cmd[1:]])}")
+                continue
+            if not (run_dir / "checkpoint.pt").exists():
+                failed.append((run.name, f"its record has no official scores and {rel(run_dir)} has no checkpoint "
+                                         "to score (the run was trained elsewhere); copy its run directory here"))
+                continue
+            print(f"evaluate {run.name} (official, full resolution, grouping {','.join(grouping)})", flush=True)
+            with open(run_dir / "evaluate.log", "a") as log:
+                rc = subprocess.run(cmd, cwd=ROOT, env=job_env(0, 1, visible_gpus()), stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent()).returncode
+            if rc != 0:
+                failed.append((run.name, f"evaluate.py exited with status {rc}; see {rel(run_dir / 'evaluate.log')}"))
+                continue
+            out = read_json(run_dir / "official.json")
+            record.data["official"] = {"command": ["python", *cmd[1:]], "git_commit": git_commit()} | {
+                k: out[k] for k in OFFICIAL_KEYS if k in out}
+            write_json(record.path, record.data)
+    for name, reason in failed:
+        print(f"FAILED {name}: {reason}", flush=True)
+    return failed
 
 
 def log_invocation(preset: str, argv: list[str], summary: dict, wall: float, n_parallel: int,
@@ -186,5 +305,4 @@ def log_invocation(preset: str, argv: list[str], summary: dict, wall: float, n_p
            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "wall_s": round(wall, 1),
            "jobs": n_parallel, "cpus": cpu_count(), "machine": platform.machine(),
            **{k: len(v) for k, v in summary.items()}}
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_line(path, dumps(row))

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from models.aspp import ASPP, aspp_rates
 from models.heads import build_head
-from models.resnet import BACKBONES, build_backbone, load_backbone_weights
+from models.pretrained import initialise_backbone
+from models.resnet import BACKBONES, build_backbone
 
 __all__ = ["BACKBONES", "MultiTaskDeepLab", "build_model"]
 
@@ -49,12 +50,16 @@ class MultiTaskDeepLab(nn.Module):
         return list(self.heads[task].parameters())
 
 
-def build_model(cfg) -> MultiTaskDeepLab:
-    """Build the network described by `cfg.model` with one head per task in `cfg.tasks`."""
+def build_model(cfg, pretrained: bool = True) -> MultiTaskDeepLab:
+    """Build the network described by `cfg.model` with one head per task in `cfg.tasks`.
+
+    With `pretrained` (a fresh training), the backbone starts from the configured weights
+    (`model.backbone_weights` or `model.pretrained: imagenet`, models/pretrained.py); without (the
+    weights come from a checkpoint next), it keeps its random initialisation and reads no file."""
     m = cfg.model
     backbone = build_backbone(m.backbone, m.output_stride)
-    if m.backbone_weights:
-        load_backbone_weights(backbone, m.backbone_weights)
+    if pretrained:
+        initialise_backbone(backbone, m)
     aspp = ASPP(backbone.out_channels, m.aspp_channels, aspp_rates(m.aspp_rates, m.output_stride), m.aspp_projection)
     heads = {task: build_head(task, aspp.out_channels, m.head_channels, m.head_kernel) for task in cfg.tasks}
     return MultiTaskDeepLab(backbone, aspp, heads)

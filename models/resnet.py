@@ -4,7 +4,8 @@ ResNet-50/101 use torchvision's own `replace_stride_with_dilation`. torchvision'
 refuses dilation, so ResNet-18/34 use `DilatedBasicBlock`, which only sets the dilation and
 padding of the two 3x3 convolutions; the weights keep their shapes, so parameter names and
 counts are exactly torchvision's and its state dicts load unchanged. Nothing is downloaded:
-`load_backbone_weights` reads a local torchvision state dict.
+`load_backbone_weights` reads a local torchvision state dict (models/pretrained.py finds torchvision's
+ImageNet weights in torch's cache).
 """
 
 from __future__ import annotations
@@ -89,36 +90,38 @@ def build_backbone(name: str, output_stride: int = 8) -> DilatedResNet:
     return BACKBONES[name](output_stride)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Load a local torchvision ResNet state dict (fc.* ignored); return (missing, unexpected) keys."""
+def load_backbone_weights(backbone: nn.Module, path: str | Path,
+                          what: str = "model.backbone_weights") -> tuple[list[str], list[str]]:
+    """Load a local torchvision ResNet state dict (fc.* ignored); return (missing, unexpected) keys.
+    `what` names the setting the file comes from in messages."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.backbone_weights: no such file {path}")
+        raise FileNotFoundError(f"{what}: no such file {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with non-tensor objects, ...
-        raise ValueError(f"model.backbone_weights: cannot read {path} as a state dict ({e})") from e
+        raise ValueError(f"{what}: cannot read {path} as a state dict ({e})") from e
     if not isinstance(state, dict):
-        raise ValueError(f"model.backbone_weights: {path} holds a {type(state).__name__}, not a state dict")
+        raise ValueError(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the ImageNet classifier
 
     own = backbone.state_dict()
     matched = [k for k in state if k in own]
     if not matched:
         raise ValueError(
-            f"model.backbone_weights: no key of {path} matches the backbone (e.g. file has "
+            f"{what}: no key of {path} matches the backbone (e.g. file has "
             f"{list(state)[:3]}, backbone expects {list(own)[:3]}); is it a torchvision ResNet state dict?")
     wrong = [f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(own[k].shape)}"
              for k in matched if state[k].shape != own[k].shape]
     if wrong:
-        raise ValueError(f"model.backbone_weights: {path} does not fit this backbone (another depth?); "
+        raise ValueError(f"{what}: {path} does not fit this backbone (another depth?); "
                          f"shape mismatch for {len(wrong)} key(s), first: {wrong[:3]}")
 
     result = backbone.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    log.info("loaded %d tensors into the backbone from %s", len(matched), path)
+    log.info("%s: loaded %d tensors into the backbone from %s", what, len(matched), path)
     if missing:
-        log.warning("backbone_weights %s: %d missing key(s) left at initialisation: %s", path, len(missing), missing)
+        log.warning("%s: %d missing key(s) left at initialisation: %s", what, len(missing), missing)
     if unexpected:
-        log.warning("backbone_weights %s: %d unexpected key(s) ignored: %s", path, len(unexpected), unexpected)
+        log.warning("%s: %d unexpected key(s) ignored: %s", what, len(unexpected), unexpected)
     return missing, unexpected

@@ -148,7 +148,7 @@ def test_config_switch_reaches_the_loaders(synthetic_root, cache_dir):
     base = [f"data.root={synthetic_root}", "data.size=[32, 64]", "data.num_workers=0", "optim.batch_size=2"]
     for setting, cached in ((str(cache_dir), True), ("off", False)):
         cfg = load_config(overrides=[*base, f"data.cache={setting}"])
-        loader, val_loader, _ = make_loaders(cfg, 0, 1, 0, pin=False)
+        loader, val_loader, _ = make_loaders(cfg, synthetic_root, 0, 1, 0, pin=False)
         assert (loader.dataset.dataset.cache is not None) == cached
         assert (val_loader.dataset.dataset.cache is not None) == cached
         assert cfg.identity() == load_config(overrides=base).identity()  # same items: same experiment

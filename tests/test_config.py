@@ -29,7 +29,7 @@ def test_files_apply_in_order_then_overrides(tmp_path):
     assert cfg.tasks == ("semantic", "depth")  # canonical order
     assert cfg.method.selected.weights == {"semantic": 0.89, "depth": 0.1}
     assert cfg.data.size == (64, 128)
-    assert cfg.resolved_run_dir.as_posix() == "runs/base-row"
+    assert cfg.resolved_run_dir.as_posix() == f"runs/base-row/{cfg.identity()}"  # one directory per experiment
 
 
 def test_unknown_key_lists_valid_keys():

@@ -81,6 +81,7 @@ def test_root_and_split_errors(cityscapes_tree, monkeypatch):
 def test_check_tool_reports_problems_and_exits_non_zero(cityscapes_tree, capsys):
     _good(cityscapes_tree)
     bad = _good(cityscapes_tree, name="bochum_000000_000019")
+    _good(cityscapes_tree, split="val", name="frankfurt_000000_000019")  # both splits training reads
     assert check.main([str(cityscapes_tree.root)]) == 0
     out = capsys.readouterr().out
     assert "train: 2 frames in 2 cities, disparity valid on 100.0% of pixels" in out and out.endswith("OK\n")

@@ -96,6 +96,35 @@ def test_cli_end_to_end(checkpoint, tmp_path, capsys):
     assert set(saved["metrics"]) >= {"semantic/miou", "instance/mean_error_px", "depth/mean_error_px", "depth/rmse_px"}
     assert set(saved["full_resolution"]) >= {"depth/mean_error_px", "depth/rmse_px"}
     assert len(list((tmp_path / "figs").glob("*.png"))) == 1
+    # The three-task model also gets the official instance AP (hough grouping by default).
+    assert set(saved["instance_ap"]) == {"hough"} and saved["errors"] == []
+    assert set(saved["instance_ap"]["hough"]) >= {"ap", "ap50", "ap100m", "ap50m", "class_ap"}
+    assert "official instance-level" in printed
+
+
+def test_a_failing_official_evaluator_keeps_the_other_numbers_and_exits_nonzero(checkpoint, tmp_path, monkeypatch):
+    import evaluation.official as official
+
+    def broken(*args, **kwargs):
+        raise official.EvaluatorError("official instance-level evaluator failed (exit 1) on x: boom")
+
+    monkeypatch.setattr(official, "run_instance_level", broken)
+    out = tmp_path / "metrics.json"
+    with pytest.raises(SystemExit, match="error: official instance-level evaluator failed"):
+        evaluate.main(["--checkpoint", str(checkpoint), "--limit", "1", "--official", "--out", str(out),
+                       "--workers", "0"])
+    saved = json.loads(out.read_text())  # written before the non-zero exit, with everything computed
+    assert "semantic/miou" in saved["metrics"] and "iou_class" in saved["official"]
+    assert saved["errors"] == ["official instance-level evaluator failed (exit 1) on x: boom"]
+
+
+def test_a_hanging_official_evaluator_times_out(synthetic_root, tmp_path):
+    from evaluation.official import EvaluatorError, run_pixel_level, write_prediction_png
+
+    frame = sorted((synthetic_root / "gtFine" / "val").glob("*/*_labelIds.png"))[0].name.split("_gtFine")[0]
+    write_prediction_png(tmp_path, frame, torch.zeros(64, 128, dtype=torch.long))
+    with pytest.raises(EvaluatorError, match="timed out after 0.01 s"):
+        run_pixel_level(synthetic_root, "val", tmp_path, frames=[frame], timeout=0.01)
 
 
 def test_cli_metrics_equal_evaluate_model(checkpoint, synthetic_root):
