@@ -114,6 +114,8 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
         if master:
             print(f"{run_dir}: already finished ({final_path}); not retraining")
         return final
+    if not ckpt_path.exists():  # offline without the configured initial weights: stop before anything is written
+        check_initial_weights(cfg.model)
     root = resolve_root(cfg.data_root).resolve()  # an error here leaves no run directory behind (locked_run_dir)
     if master:
         print(f"run directory: {run_dir}\ndataset: {root}", flush=True)
@@ -124,8 +126,6 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None:
         check_same_experiment(cfg, ckpt["config"], run_dir)
-    if ckpt is None:  # offline without the configured initial weights: stop before anything is written
-        check_initial_weights(cfg.model)
     step = ckpt["step"] if ckpt is not None else 0
     loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda")
 
