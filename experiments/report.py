@@ -299,11 +299,9 @@ def _settle_lines(t: dict) -> list[str]:
              "seeds; '—': never settled or not learned.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in t["rows"]:
-        cells = [row["label"]]
-        cells += [fmt_cell((row["settle"]["tasks"].get(task) or {}).get("settle_step"), 0)
-                  if (row["settle"]["tasks"].get(task) or {}).get("settle_step") else "—" for task in tasks]
-        cells += [fmt_cell((row["settle"]["tasks"].get(task) or {}).get("final_sigma2"), 3)
-                  if (row["settle"]["tasks"].get(task) or {}).get("final_sigma2") else "—" for task in tasks]
+        by_task = [row["settle"]["tasks"].get(task) or {} for task in tasks]
+        cells = ([row["label"]] + [_cell(s.get("settle_step"), 0) for s in by_task]
+                 + [_cell(s.get("final_sigma2"), 3) for s in by_task])
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
