@@ -45,7 +45,7 @@ from engine.lock import LockHeld
 from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
 from experiments.layout import ROOT, Paths, rel
-from experiments.manifest import find_manifests, list_manifests
+from experiments.manifest import find_manifests, for_preset, list_manifests
 from experiments.plan import plan
 from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
@@ -70,7 +70,8 @@ def aggregate_all(preset: str, manifests, paths: Paths, seeds=None, allow_fewer:
     written = []
     for m in manifests:
         written += write_report(m, preset, paths, seeds, records, paper, allow_fewer)
-    used = {job.run.config.identity(seed=False) for job in plan(preset, manifests, seeds, paths)}
+    used = {job.run.config.identity(seed=False) for job in plan(preset, manifests, seeds, paths, records=records,
+                                                                pending=[])}
     unused = sorted(r.identity for r in records.values() if r.row_identity not in used)
     if unused:
         print(f"note: {len(unused)} record(s) in {rel(paths.records(preset))} match no row of "
@@ -165,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--preset is required (e.g. --preset synthetic-cpu)")
         if command in ("all", "aggregate"):
             manifests = find_manifests(paths.manifests, names) if names else list_manifests(paths.manifests)
+            manifests = for_preset(manifests, args.preset, named=bool(names))
         else:
-            manifests = find_manifests(paths.manifests, args.what)
+            manifests = for_preset(find_manifests(paths.manifests, args.what), args.preset, named=True)
         if command == "aggregate":
             for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
                 print(rel(path))

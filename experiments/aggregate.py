@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import statistics
 
+from experiments.claims import RULE as CLAIMS_RULE
+from experiments.claims import claims_columns, pilot_columns
 from experiments.delta_m import CONVENTIONS, paired_delta_m
 from experiments.layout import PAPER_JSON, Paths
 from experiments.manifest import Manifest, Row
-from experiments.plan import resolve, row_seeds, train_command
+from experiments.plan import Pending, resolve, row_seeds, train_command
 from experiments.records import Record, read_json
 from losses import method_class
 from tasks import METRICS
@@ -111,9 +113,19 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
     section = (paper.get(manifest.paper) if manifest.paper else None) or {}
     paper_size = section.get("size")  # (H, W) the paper's errors are measured at (Table 1, Figure 2: 128x256)
     for row in manifest.rows:
-        planned = [resolve(manifest, row, s, preset, paths) for s in row_seeds(manifest, row, seeds)]
-        cfg = planned[0].config
-        found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed)
+        planned, waiting = [], []
+        for seed in row_seeds(manifest, row, seeds):
+            try:
+                planned.append(resolve(manifest, row, seed, preset, paths, records=records))
+            except Pending:
+                waiting.append(seed)
+        if row.weights_from:  # one config per seed (each seed's own final weights): its records by identity
+            found = sorted((records[p.identity] for p in planned if p.identity in records), key=lambda r: r.seed)
+            source = next(r for r in manifest.rows if r.name == row.weights_from)
+            cfg = planned[0].config if planned else resolve(manifest, source, waiting[0], preset, paths).config
+        else:
+            cfg = planned[0].config
+            found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed)
         seen = {r.seed for r in found}
         found_by_row[row.name] = found
         ours = {}
@@ -122,22 +134,25 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
                 values = [r.data["metrics"][col.metric] for r in found if col.metric in r.data["metrics"]]
                 ours[col.metric] = summarize(values) if values else None
         weights = final_weights(found)
+        method = (f"fixed: {row.weights_from}'s final weights of the same seed" if row.weights_from else
+                  method_class(cfg.method.name).describe(cfg.method.name, cfg.method.selected, cfg.tasks))
         entry = {
-            "name": row.name, "label": row.label, "tasks": list(cfg.tasks),
-            "method": method_class(cfg.method.name).describe(cfg.method.name, cfg.method.selected, cfg.tasks),
-            "seeds": [r.seed for r in found], "missing_seeds": [r.seed for r in planned if r.seed not in seen],
+            "name": row.name, "label": row.label, "tasks": list(cfg.tasks), "method": method,
+            "seeds": [r.seed for r in found],
+            "missing_seeds": sorted([r.seed for r in planned if r.seed not in seen] + waiting),
             "identity": {str(r.seed): r.identity for r in found} | {str(r.seed): r.identity for r in planned
                                                                      if r.seed not in seen},
             "git_commit": {str(r.seed): r.data.get("git_commit") for r in found},
             "command": {str(r.seed): r.data.get("command") for r in found},
-            "planned_command": train_command(planned[0]),
+            "planned_command": train_command(planned[0]) if planned else None,
             "ours": ours,  # as measured, at the row's training resolution
             # pixel errors in the paper's units (pixels of its frames), as the table shows them
             "ours_paper_units": in_paper_units(ours, unit_factor(cfg.data.size, paper_size)),
             "units": {"size": list(cfg.data.size) if cfg.data.size else None,
                       "factor": unit_factor(cfg.data.size, paper_size)},
             "paper": paper_values(paper, manifest, row), "final_weights": weights,
-            "learns_weights": learns_weights(found), "kind": method_class(cfg.method.name).kind,
+            "learns_weights": learns_weights(found),
+            "kind": method_class("fixed" if row.weights_from else cfg.method.name).kind,
         }
         if manifest.is_sweep:
             entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
@@ -148,6 +163,11 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         for row in rows:
             row["settle"] = settle_columns(found_by_row[row["name"]], manifest.settle)
         extra["settle"] = {"tolerance": manifest.settle}
+    if manifest.pilot:
+        extra["pilot"] = pilot_columns(manifest, rows, found_by_row)
+    if manifest.claims:
+        extra["claims"] = claims_columns(manifest, rows, found_by_row)
+        extra["claims_rule"] = CLAIMS_RULE
     if manifest.official:
         for row in rows:
             row["official"] = official_columns(found_by_row[row["name"]], manifest.official["grouping"])

@@ -2,7 +2,8 @@
 
 A record holds what the run's metrics.json says (metrics, resolved config, identity, command, git
 commit, seed, wall time, replica check, the method's final state) plus the learned-weight curves
-from its metrics.jsonl, never weights. Tables are computed from records only, so a fresh clone
+from its metrics.jsonl (and the validation metrics over training when it validated during training),
+never weights. Tables are computed from records only, so a fresh clone
 regenerates every committed table, and results accumulate across machines and days.
 """
 
@@ -77,7 +78,19 @@ def record_from_run(run_dir: Path, preset: str) -> dict:
         curves = plots.read_curves(log)
         if len(curves["step"]) > 1:
             record["curves"] = plots.thin(curves)
+        val = val_curves(log)
+        if len(val["step"]) > 1:  # validated during training (val_every): the pilot's learning curves
+            record["val_curves"] = val
     return record
+
+
+def val_curves(log: Path) -> dict[str, list]:
+    """The validation metrics (tasks.METRICS keys, without per-class ones) at every step they were logged."""
+    from tasks import METRICS
+
+    curves = plots.read_curves(log, prefixes=("val/",))
+    return {"step": curves["step"]} | {k.removeprefix("val/"): v for k, v in curves.items()
+                                       if k.removeprefix("val/") in METRICS}
 
 
 def record_path(paths: Paths, preset: str, identity: str) -> Path:

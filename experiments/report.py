@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.atomic import atomic_write_bytes, write_json
 from experiments import plots
 from experiments.aggregate import aggregate, load_paper, results_of
+from experiments.claims import claims_markdown, pilot_markdown
 from experiments.layout import Paths, link
 from experiments.manifest import Manifest
 from experiments.records import Record, load_records, read_json
@@ -281,6 +282,10 @@ def markdown(t: dict) -> str:
                   "weighting reaches at the end of training (mean over seeds)."]
     if t.get("settle"):
         lines += _settle_lines(t)
+    if t.get("pilot"):
+        lines += pilot_markdown(t)
+    if t.get("claims"):
+        lines += claims_markdown(t)
     if t.get("curves"):
         links = ", ".join(f"[{name}]({target})" for name, target in t["curves"].items())
         lines += ["", f"Effective task weights (and sigma^2) over training (the paper's Appendix B): {links}."]
@@ -312,8 +317,12 @@ def _provenance(rows: list[dict]) -> list[str]:
     for row in rows:
         commits = sorted({c for c in row["git_commit"].values() if c})
         seed = next(iter(row["command"]), None)
-        cmd = shlex.join(row["command"][seed]) if seed is not None else \
-            shlex.join(row["planned_command"]) + "  (not run yet)"
+        if seed is not None:
+            cmd = shlex.join(row["command"][seed])
+        elif row["planned_command"]:
+            cmd = shlex.join(row["planned_command"]) + "  (not run yet)"
+        else:
+            cmd = "(waits for the run it takes its weights from)"
         ids = ", ".join(f"seed{s}: {h}" for s, h in row["identity"].items())
         lines.append(f"- **{row['name']}**: seeds {_seeds_cell(row)}; identity {ids}; git commit "
                      f"{', '.join(commits) or '—'}; command (seed {seed if seed is not None else 0}): `{cmd}`")

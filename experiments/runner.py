@@ -195,16 +195,46 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
               data_root: str | None = None, train_script: Path = TRAIN_SCRIPT,
               threads: int | None = None) -> dict[str, list]:
     """Plan, skip what has a record, record what finished, train the rest. Returns run_jobs' summary
-    plus "skipped" (done) and "exported" (finished runs whose record was written now)."""
-    jobs = shard(plan(preset, manifests, seeds, paths, data_root), *shard_of)
+    plus "skipped" (done), "exported" (finished runs whose record was written now) and "pending" (runs
+    still waiting for another run's record). Runs that wait for a record (weights_from) are planned
+    again, and trained, once the runs they wait for have been recorded."""
     if not dry_run:  # temporary files of record and table writes that a crash interrupted (never committed)
         for directory in (paths.records(preset), paths.results / preset):
             sweep_temp_files(directory, older_than_s=STALE_TEMP_S)
-    records = load_records(paths, preset)
-    summary: dict[str, list] = {"skipped": [], "exported": [], "trained": [], "failed": []}
-    todo, resumes = [], 0
+    summary: dict[str, list] = {"skipped": [], "exported": [], "trained": [], "failed": [], "pending": []}
+    seen: set[str] = set()
+    while True:
+        pending: list[str] = []
+        records = load_records(paths, preset)
+        jobs = shard(plan(preset, manifests, seeds, paths, data_root, records, pending), *shard_of)
+        jobs = [j for j in jobs if j.run.identity not in seen]  # each job once, however many rounds
+        seen |= {j.run.identity for j in jobs}
+        todo = _triage(jobs, records, preset, paths, summary, dry_run, train_script, shard_of)
+        summary["pending"] = pending
+        for reason in pending:
+            print(f"pending  {reason}", flush=True)
+        if dry_run or not todo:
+            if pending and not dry_run and jobs:
+                continue  # runs recorded this round may be what the pending ones wait for
+            return summary
+        claim = claim_shard(paths.runs / preset, shard_of)
+        try:
+            result = run_jobs(todo, preset, n_parallel, paths, train_script, threads=threads)
+        finally:
+            claim.release()
+        summary["trained"] += result["trained"]
+        summary["failed"] += result["failed"]
+        if not pending or not result["trained"]:
+            return summary
+
+
+def _triage(jobs: list[Job], records: dict[str, Record], preset: str, paths: Paths, summary: dict, dry_run: bool,
+            train_script: Path, shard_of: tuple[int, int]) -> list[Job]:
+    """Sort `jobs` into summary's skipped / exported / failed; return the ones to train (new or resumed)."""
+    todo, resumes, counts = [], 0, {"done": 0, "finished": 0}
     for job in jobs:
         state = status(job, records)
+        counts[state] = counts.get(state, 0) + 1
         if dry_run:
             print(f"{state:9s} {', '.join(job.names)} seed {job.run.seed} [{job.run.identity}]\n"
                   f"          {shlex.join(job.command(train_script=train_script))}")
@@ -222,19 +252,10 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
         else:
             todo.append(job)
             resumes += state == "resume"
-    print(f"{preset}: {len(jobs)} runs in shard {shard_of[0]}/{shard_of[1]}: {len(summary['skipped'])} done, "
-          f"{len(summary['exported'])} finished and recorded now, {len(todo) - resumes} to train, "
+    print(f"{preset}: {len(jobs)} runs in shard {shard_of[0]}/{shard_of[1]}: {counts['done']} done, "
+          f"{counts['finished']} finished and recorded now, {len(todo) - resumes} to train, "
           f"{resumes} to resume", flush=True)
-    if dry_run or not todo:
-        return summary
-    claim = claim_shard(paths.runs / preset, shard_of)
-    try:
-        result = run_jobs(todo, preset, n_parallel, paths, train_script, threads=threads)
-    finally:
-        claim.release()
-    summary["trained"] = result["trained"]
-    summary["failed"] += result["failed"]
-    return summary
+    return todo
 
 
 # What a record keeps of `evaluate.py --official --out`: no machine paths (the command names the checkpoint).
@@ -267,7 +288,7 @@ def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[
         if not manifest.official:
             continue
         grouping = manifest.official["grouping"]
-        for run in shard(runs_of(manifest, preset, seeds, paths, data_root), *shard_of):
+        for run in shard(runs_of(manifest, preset, seeds, paths, data_root, records, []), *shard_of):
             record = records.get(run.identity)
             if record is None or not needs_official(record, grouping):
                 continue

@@ -381,7 +381,7 @@ def _all_identities() -> dict:
     """Every manifest row x seed on every preset, and every committed record: -> identity."""
     out = {}
     for preset in sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")):
-        for job in plan(preset, list(MANIFESTS.values())):
+        for job in plan(preset, list(MANIFESTS.values()), pending=[]):  # weights_from rows wait for records
             for run in (job.run, *job.aliases):
                 out[preset, run.manifest, run.row.name, run.seed] = run.identity
     for path in sorted((ROOT / "results").glob("*/runs/*.json")):
