@@ -9,8 +9,7 @@ import pytest
 
 from data.check import REFERENCE_PCT, TOLERANCE, SplitStats
 from data.synthetic import generate, main, render_frame
-from data.synthetic.profile import CALIBRATED
-from data.synthetic.writer import read_marker
+from data.synthetic.profile import CALIBRATED, read_marker
 
 # sha256 over (relative path, bytes) of every data file of generate(train=5, val=3, size=(128, 256),
 # seed=0), computed on the generator before profiles existed: every committed result was trained on

@@ -7,7 +7,10 @@ toward the published class shares of real Cityscapes (gtFine train), as measured
 people and trees, a longer bonnet and facades set back from the camera.
 """
 
+import json
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 Range = tuple[float, float]
 
@@ -97,3 +100,33 @@ def get_profile(name: str) -> SceneProfile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown synthetic profile {name!r} (known: {', '.join(PROFILES)})") from None
+
+
+MARKER = ".synthetic"
+
+
+def read_marker(root: str | os.PathLike) -> dict | None:
+    """What `root/.synthetic` records (profile, seed, size, train, val), or None when `root` holds no
+    synthetic set. An empty marker (sets written before profiles existed) reads as {"profile": "v1"}."""
+    marker = Path(root) / MARKER
+    if not marker.is_file():
+        return None
+    text = marker.read_text().strip()
+    if not text:
+        return {"profile": "v1"}
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("profile"), str) else None
+
+
+def profile_problem(root: str | os.PathLike, expected: str) -> str | None:
+    """None when `root` holds a synthetic set of generator profile `expected`, else why not (one line
+    naming the root, the expected and the found profile)."""
+    info = read_marker(root)
+    found = "not a synthetic set" if info is None else f"profile {info['profile']!r}"
+    if info is not None and info["profile"] == expected:
+        return None
+    return (f"{root}: data.synthetic_profile={expected} expects a synthetic set of profile {expected!r} "
+            f"(python -m data.synthetic --profile {expected}), found {found}")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from data.labels import ID_TO_COLOR
-from data.synthetic.profile import DEFAULT_PROFILE, get_profile
+from data.synthetic.profile import DEFAULT_PROFILE, MARKER, get_profile
 from data.synthetic.render import render_frame
 from engine.atomic import write_json
 
@@ -65,25 +65,6 @@ def write_frame(out: Path, split: str, index: int, seed: int, size: tuple[int, i
 
 def _write_job(job: tuple) -> None:
     write_frame(*job)
-
-
-MARKER = ".synthetic"
-
-
-def read_marker(root: str | os.PathLike) -> dict | None:
-    """What `root/.synthetic` records (profile, seed, size, train, val), or None when `root` holds no
-    synthetic set. An empty marker (sets written before profiles existed) reads as {"profile": "v1"}."""
-    marker = Path(root) / MARKER
-    if not marker.is_file():
-        return None
-    text = marker.read_text().strip()
-    if not text:
-        return {"profile": "v1"}
-    try:
-        info = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return info if isinstance(info, dict) and isinstance(info.get("profile"), str) else None
 
 
 def _prepare(out: Path, record: dict) -> None:
