@@ -4,7 +4,10 @@
 its values are the constants the generator had before profiles existed. `calibrated` moves the scene
 toward the published class shares of real Cityscapes (gtFine train), as measured by
 `python -m data.check DIR`: fewer and farther vehicles, wider sidewalks, grass verges, more poles,
-people and trees, a longer bonnet and facades set back from the camera.
+people and trees, grass verges and facades set back from the camera. Measured on 300 train frames at
+256x512 (seed 0), % of pixels (reference): road 30.1 (33), building 23.3 (20), vegetation 13.5 (14),
+car 6.5 (6), sidewalk 4.3 (5), sky 3.0 (3.5), person 1.0, terrain 1.05, pole 1.1, truck 0.18, bus 0.19,
+train 0.26 (0.2 each), instance pixels 9.0 (9); v1: car 14.7, truck 1.9, instance pixels 18.8.
 """
 
 import json
@@ -65,8 +68,8 @@ V1 = SceneProfile("v1")
 CALIBRATED = replace(
     V1,
     name="calibrated",
-    road_left=(2.5, 6.0),
-    road_right=(3.0, 6.5),
+    road_left=(2.8, 6.5),
+    road_right=(3.2, 7.0),
     sidewalk=(3.5, 7.5),
     setback_p=0.7,
     setback=(1.0, 5.0),
@@ -77,8 +80,8 @@ CALIBRATED = replace(
     pole_rate=2.2,
     skyline=(4, 8),
     terrain_p=0.35,
-    ego_depth=(0.1, 0.18),
-    truck_rate=0.13,
+    ego_depth=(0.08, 0.15),
+    truck_rate=0.18,
     truck_depth=(20.0, 80.0),
     bus_rate=0.12,
     bus_depth=(20.0, 80.0),
