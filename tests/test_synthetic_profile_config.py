@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import evaluate
 import train
 from data.synthetic import generate
 from engine.config import Config, ConfigError, config_from_dict, load_config
@@ -84,8 +85,13 @@ def test_empty_marker_of_an_older_set_counts_as_v1(tmp_path):
     assert "found profile 'v1'" in profile_problem(root, "calibrated")
 
 
-def test_train_runs_on_a_matching_set(calibrated_root, tmp_path):
+def test_train_runs_on_a_matching_set_and_evaluate_checks_its_root(calibrated_root, tmp_path):
     run = tmp_path / "run"
     metrics = train.main([*TINY, f"data.root={calibrated_root}", f"run_dir={run}",
                           "data.synthetic_profile=calibrated"])  # fmt: skip
     assert (run / "metrics.json").is_file() and metrics
+    v1 = generate(tmp_path / "v1", train=1, val=1, size=(32, 64), workers=1)
+    with pytest.raises(SystemExit, match=r"^error: .*v1: data.synthetic_profile=calibrated .*found profile 'v1'$"):
+        evaluate.main(["--checkpoint", str(run / "checkpoint.pt"), "--root", str(v1), "--device", "cpu"])
+    report = evaluate.main(["--checkpoint", str(run / "checkpoint.pt"), "--device", "cpu"])
+    assert report["root"] == str(calibrated_root)
