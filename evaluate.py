@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.cityscapes import CityscapesMultiTask, DataError
+from data.synthetic.profile import profile_problem
 from engine.atomic import write_json
 from engine.checkpoint import load_checkpoint, nonfinite_tensors
 from engine.config import Config, ConfigError, config_from_dict
@@ -179,8 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
     split = args.split or cfg.data.val_split
     workers = cfg.data.num_workers if args.workers is None else args.workers
     try:
-        data = CityscapesMultiTask(dataset_root(args.root, cfg), split, size=cfg.data.size, augment=False,
-                                   limit=args.limit, cache=cfg.data.cache)
+        root = dataset_root(args.root, cfg)
+        if cfg.data.synthetic_profile is not None and (problem := profile_problem(root, cfg.data.synthetic_profile)):
+            raise DataError(problem)
+        data = CityscapesMultiTask(root, split, size=cfg.data.size, augment=False, limit=args.limit,
+                                   cache=cfg.data.cache)
     except DataError as e:
         raise SystemExit(f"error: {e}") from e
     report = {"checkpoint": str(args.checkpoint), "step": step, "split": split, "root": str(data.root),

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from data.cityscapes import CityscapesMultiTask, DataError, resolve_root
 from data.sampler import ResumableSampler, SeededItems
+from data.synthetic.profile import profile_problem
 from data.transforms import Augment
 from engine.atomic import write_json
 from engine.build import build_parts
@@ -117,6 +118,8 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
     if not ckpt_path.exists():  # offline without the configured initial weights: stop before anything is written
         check_initial_weights(cfg.model)
     root = resolve_root(cfg.data_root).resolve()  # an error here leaves no run directory behind (locked_run_dir)
+    if cfg.data.synthetic_profile is not None and (problem := profile_problem(root, cfg.data.synthetic_profile)):
+        raise DataError(problem)
     if master:
         print(f"run directory: {run_dir}\ndataset: {root}", flush=True)
     if cfg.deterministic:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from data.synthetic.profile import PROFILES
 from losses import METHODS, build_weighting, method_class
 from tasks import TASK_KINDS, TASKS, check_tasks
 
@@ -61,6 +62,10 @@ class DataConfig:
     # auto: the Tiny cache ROOT/cache/<H>x<W>/<split> when built (python -m data.cache), else the PNGs;
     # off: always the PNGs; a directory: that cache, required. Items are identical either way.
     cache: str = "auto"
+    # null: no check; v1 or calibrated: train.py and evaluate.py require the root to hold a synthetic set of
+    # that generator profile (its .synthetic marker). Part of the identity when set (a different dataset);
+    # the default keeps the identity of runs made before the option.
+    synthetic_profile: str | None = None
 
 
 @dataclass
@@ -506,6 +511,8 @@ def _validate(cfg: Config) -> None:
     for key in ("train_frames", "val_frames"):
         v = getattr(cfg.data, key)
         need(v is None or v >= 1, f"data.{key} must be at least 1 (or null for all frames), got {v}")
+    need(cfg.data.synthetic_profile is None or cfg.data.synthetic_profile in PROFILES,
+         f"data.synthetic_profile must be null or one of {', '.join(PROFILES)}, got {cfg.data.synthetic_profile!r}")
     need(cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     need(not (cfg.sync_bn and cfg.device == "cpu"),
          "sync_bn needs CUDA (SyncBatchNorm does not run on the CPU or with gloo); set sync_bn=false")

@@ -3,11 +3,12 @@
 import numpy as np
 
 from data.synthetic.colors import _around, _building_color, _clothes_color, _grey
+from data.synthetic.profile import SceneProfile
 from data.synthetic.scene import Street, Thing
 from data.synthetic.shapes import _ellipse, _shape
 
 
-def background_things(rng: np.random.Generator, street: Street) -> list[Thing]:
+def background_things(rng: np.random.Generator, street: Street, profile: SceneProfile) -> list[Thing]:
     """Buildings, vegetation, walls, fences, poles with signs and lights, static clutter."""
     things = []
     for side in (-1, 1):
@@ -16,12 +17,12 @@ def background_things(rng: np.random.Generator, street: Street) -> list[Thing]:
         setback = street.setback_left if side < 0 else street.setback_right
         inner = abs(road_edge) + sidewalk + setback
         # Facades as a staircase of fronto-parallel blocks receding along the street.
-        z = rng.uniform(5, 14)
+        z = rng.uniform(*profile.facade_start)
         while z < 140:
-            if rng.random() < 0.85:
+            if rng.random() < profile.building_p:
                 x_in = inner + rng.uniform(0, 1.5)
                 width = 40.0
-                height = rng.uniform(7, 26)
+                height = rng.uniform(*profile.building_height)
                 label = "building" if rng.random() < 0.92 else "wall"
                 color = _building_color(rng)
                 thing = Thing(z, label, "rect", side * (x_in + width / 2), width, height, color)
@@ -32,7 +33,7 @@ def background_things(rng: np.random.Generator, street: Street) -> list[Thing]:
             elif rng.random() < 0.6:
                 things.append(Thing(z, "vegetation", "hedge", side * (inner + 10), 20, rng.uniform(3, 9),
                                     _around(rng, street.vegetation_color, 15)))  # fmt: skip
-            z += rng.uniform(6, 22)
+            z += rng.uniform(*profile.facade_gap)
         if setback > 1 and rng.random() < 0.7:
             label = "fence" if rng.random() < 0.5 else "wall"
             for z in rng.uniform(6, 40, rng.integers(1, 3)):
@@ -43,7 +44,7 @@ def background_things(rng: np.random.Generator, street: Street) -> list[Thing]:
                                  for u in np.arange(-0.5, 0.5, 0.02)]  # fmt: skip
                 things.append(t)
         # Trees along the sidewalk: trunk and crown are both vegetation, as in the annotations.
-        for z in rng.uniform(5, 70, rng.poisson(2.5)):
+        for z in rng.uniform(*profile.tree_depth, rng.poisson(profile.tree_rate)):
             x = side * (abs(road_edge) + sidewalk * rng.uniform(0.4, 0.9))
             crown = rng.uniform(2.5, 6)
             color = _around(rng, street.vegetation_color, 20)
@@ -52,7 +53,7 @@ def background_things(rng: np.random.Generator, street: Street) -> list[Thing]:
             things.append(Thing(z, "vegetation", "crown", x, crown, crown * rng.uniform(0.8, 1.3), color,
                                 lift=rng.uniform(2.0, 3.5)))  # fmt: skip
         # Poles at the kerb, some carrying a traffic sign or a traffic light.
-        for z in rng.uniform(4, 60, rng.poisson(2.0)):
+        for z in rng.uniform(*profile.pole_depth, rng.poisson(profile.pole_rate)):
             x = side * (abs(road_edge) + rng.uniform(0.3, 0.8))
             height = rng.uniform(3, 8)
             things.append(Thing(z, "pole", "rect", x, rng.uniform(0.1, 0.25), height, _grey(rng, 60, 170)))
@@ -74,7 +75,7 @@ def background_things(rng: np.random.Generator, street: Street) -> list[Thing]:
             things.append(Thing(z, "static", "rect", x, rng.uniform(0.5, 1.2), rng.uniform(0.6, 1.3),
                                 _clothes_color(rng)))  # fmt: skip
     # Distant skyline across the end of the street.
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(*profile.skyline)):
         z = rng.uniform(90, 250)
         label = "building" if rng.random() < 0.6 else "vegetation"
         if label == "building":

@@ -20,6 +20,7 @@ from data.synthetic.camera import Camera, random_camera
 from data.synthetic.canvas import Canvas
 from data.synthetic.colors import _around, _grey
 from data.synthetic.objects import object_things
+from data.synthetic.profile import V1, SceneProfile
 from data.synthetic.scene import Street, Thing, random_street
 from data.synthetic.shapes import RECT, SHAPES, _shape
 
@@ -48,7 +49,8 @@ def _ground_quad(cam: Camera, x0: float, x1: float, z0: float, z1: float) -> np.
     return np.stack([cam.u0 + cam.fx * xs / zs, cam.ground_row(zs)], axis=1)
 
 
-def draw_ground(canvas: Canvas, cam: Camera, street: Street, rng: np.random.Generator, things: list[Thing]) -> None:
+def draw_ground(canvas: Canvas, cam: Camera, street: Street, rng: np.random.Generator, things: list[Thing],
+                terrain_p: float) -> None:
     """Sky above the horizon, then terrain, sidewalks and the road with markings and shadows."""
     h, w = canvas.rows, canvas.width
     horizon = cam.horizon()
@@ -57,12 +59,16 @@ def draw_ground(canvas: Canvas, cam: Camera, street: Street, rng: np.random.Gene
     # Nearest depth that is still in view (the bottom row), farthest well past everything standing.
     z_near = cam.height / ((math.cos(cam.pitch) * (h + 20 - cam.v0) / cam.fy) + math.sin(cam.pitch))
     z_far = 2000.0
-    outer = "terrain" if rng.random() < 0.5 else "sidewalk"
+    outer = "terrain" if rng.random() < terrain_p else "sidewalk"
     outer_color = street.terrain_color if outer == "terrain" else _around(rng, street.sidewalk_color, 8)
     canvas.fill(_shape((0, top + 1), (w - 1, top + 1), (w - 1, h - 1), (0, h - 1)), outer, outer_color, None)
     left = street.road_left - street.sidewalk_left
     right = street.road_right + street.sidewalk_right
     canvas.fill(_ground_quad(cam, left, right, z_near, z_far), "sidewalk", street.sidewalk_color, None)
+    for x0, x1 in ((street.road_left - street.verge_left, street.road_left),
+                   (street.road_right, street.road_right + street.verge_right)):  # fmt: skip
+        if x1 > x0:
+            canvas.fill(_ground_quad(cam, x0, x1, z_near, z_far), "terrain", street.terrain_color, None)
     if rng.random() < 0.25:  # a parking strip along one kerb (trainId 255)
         x = street.road_right - 2.2
         canvas.fill(_ground_quad(cam, x, street.road_right, z_near, z_far), "parking",
@@ -109,10 +115,10 @@ def draw_things(canvas: Canvas, cam: Camera, things: list[Thing]) -> None:
             canvas.paint(_thing_points(cam, t, poly), color)
 
 
-def draw_ego_vehicle(canvas: Canvas, rng: np.random.Generator) -> None:
+def draw_ego_vehicle(canvas: Canvas, rng: np.random.Generator, depth_range: tuple[float, float]) -> None:
     """The bonnet at the bottom: label ego vehicle, no disparity."""
     h, w = canvas.rows, canvas.width
-    depth = rng.uniform(0.07, 0.15) * h  # the bonnet covers the bottom 7-15% of the centre rows
+    depth = rng.uniform(*depth_range) * h  # the bonnet covers this share of the centre rows
     xs = np.linspace(0, w - 1, 17)
     ys = h - 1 - depth * (0.55 + 0.45 * (1 - ((xs - w / 2) / (w / 2)) ** 2))
     points = np.concatenate([np.stack([xs, ys], 1), [[w - 1, h - 1], [0, h - 1]]])
@@ -167,18 +173,18 @@ def stereo_disparity(canvas: Canvas, cam: Camera, rng: np.random.Generator) -> n
     return png
 
 
-def render_frame(rng: np.random.Generator, rows: int, width: int) -> dict:
-    """One synthetic frame: image, labelIds, instanceIds, disparity PNG, polygons and camera json."""
+def render_frame(rng: np.random.Generator, rows: int, width: int, profile: SceneProfile = V1) -> dict:
+    """One synthetic frame of `profile`: image, labelIds, instanceIds, disparity PNG, polygons, camera json."""
     cam = random_camera(rng, rows, width)
-    street = random_street(rng)
+    street = random_street(rng, profile)
     canvas = Canvas(rows, width)
     # Ground plane disparity below the horizon; sky (above) stays 0 = invalid.
     ys = np.arange(rows, dtype=np.float32)
     canvas.disparity[:] = np.maximum(cam.ground_disparity(ys), 0)[:, None]
-    things = background_things(rng, street) + object_things(rng, street)
-    draw_ground(canvas, cam, street, rng, things)
+    things = background_things(rng, street, profile) + object_things(rng, street, profile)
+    draw_ground(canvas, cam, street, rng, things, profile.terrain_p)
     draw_things(canvas, cam, things)
-    draw_ego_vehicle(canvas, rng)
+    draw_ego_vehicle(canvas, rng, profile.ego_depth)
     canvas.disparity[canvas.label == NAME_TO_ID["sky"]] = 0.0
     return {
         "image": finish_image(canvas, rng),

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data.synthetic.colors import _around, _grey, _hsv_color
+from data.synthetic.profile import SceneProfile
 
 
 @dataclass
@@ -40,25 +41,32 @@ class Street:
     terrain_color: tuple
     vegetation_color: tuple
     sky_color: tuple
+    # Grass verges along the kerbs, on the road side of the sidewalks (terrain; 0 = none).
+    verge_left: float = 0.0
+    verge_right: float = 0.0
 
 
-def random_street(rng: np.random.Generator) -> Street:
+def random_street(rng: np.random.Generator, profile: SceneProfile) -> Street:
     """Road width, sidewalks, building setbacks and the frame's base colours."""
     grey = rng.uniform(70, 150)
     if rng.random() < 0.5:  # overcast: as grey as a facade
         sky = _grey(rng, 165, 235)
     else:
         sky = _hsv_color(rng.uniform(195, 225), rng.uniform(0.1, 0.45), rng.uniform(0.7, 0.95))
-    return Street(
-        road_left=-rng.uniform(2.5, 7.0),
-        road_right=rng.uniform(3.0, 8.0),
-        sidewalk_left=rng.uniform(1.5, 4.5),
-        sidewalk_right=rng.uniform(1.5, 4.5),
-        setback_left=rng.uniform(0.0, 4.0) if rng.random() < 0.5 else 0.0,
-        setback_right=rng.uniform(0.0, 4.0) if rng.random() < 0.5 else 0.0,
+    street = Street(
+        road_left=-rng.uniform(*profile.road_left),
+        road_right=rng.uniform(*profile.road_right),
+        sidewalk_left=rng.uniform(*profile.sidewalk),
+        sidewalk_right=rng.uniform(*profile.sidewalk),
+        setback_left=rng.uniform(*profile.setback) if rng.random() < profile.setback_p else 0.0,
+        setback_right=rng.uniform(*profile.setback) if rng.random() < profile.setback_p else 0.0,
         road_color=_around(rng, (grey, grey * 0.98, grey * 1.03), 6),
         sidewalk_color=_around(rng, (grey * 1.08 + 8, grey * 1.05 + 6, grey + 4), 10),
         terrain_color=_around(rng, (110, 115, 70), 18),
         vegetation_color=_around(rng, (70, 100, 45), 18),
         sky_color=sky,
     )
+    if profile.verge_p > 0:  # v1 has none and draws nothing for them
+        street.verge_left = rng.uniform(*profile.verge) if rng.random() < profile.verge_p else 0.0
+        street.verge_right = rng.uniform(*profile.verge) if rng.random() < profile.verge_p else 0.0
+    return street

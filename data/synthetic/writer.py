@@ -1,7 +1,8 @@
 """Writing frames in the official Cityscapes layout with real city names, then `DIR/.complete`.
 
 Every frame is rendered from its own generator seeded by (seed, split, index), so the bytes do not
-depend on the worker count.
+depend on the worker count. `DIR/.synthetic` records how the set was made (JSON: profile, seed, size,
+train, val); an empty marker, as older sets have, means profile v1.
 """
 
 import json
@@ -14,7 +15,9 @@ import cv2
 import numpy as np
 
 from data.labels import ID_TO_COLOR
+from data.synthetic.profile import DEFAULT_PROFILE, MARKER, get_profile
 from data.synthetic.render import render_frame
+from engine.atomic import write_json
 
 TRAIN_CITIES = (
     "aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt", "hamburg", "hanover",
@@ -44,10 +47,11 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         raise OSError(f"{path}: could not write PNG")
 
 
-def write_frame(out: Path, split: str, index: int, seed: int, size: tuple[int, int]) -> None:
-    """Render frame `index` of `split` from its own seed and write all of its files."""
+def write_frame(out: Path, split: str, index: int, seed: int, size: tuple[int, int],
+                profile: str = DEFAULT_PROFILE) -> None:
+    """Render frame `index` of `split` of generator profile `profile` from its own seed and write its files."""
     rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-    frame = render_frame(rng, *size)
+    frame = render_frame(rng, *size, get_profile(profile))
     city, name = frame_name(split, index)
     gt = out / "gtFine" / split / city / f"{name}_gtFine"
     _write_png(out / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", frame["image"][..., ::-1])
@@ -63,16 +67,17 @@ def _write_job(job: tuple) -> None:
     write_frame(*job)
 
 
-def _prepare(out: Path) -> None:
-    """Create `out`, refusing to overwrite anything that is not an earlier synthetic set."""
-    marker = out / ".synthetic"
+def _prepare(out: Path, record: dict) -> None:
+    """Create `out` and record how it is made, refusing to overwrite anything that is not an earlier
+    synthetic set."""
+    marker = out / MARKER
     if out.exists() and any(out.iterdir()) and not marker.exists():
         raise SystemExit(f"{out}: exists and is not a synthetic Cityscapes set; refusing to overwrite it")
     (out / ".complete").unlink(missing_ok=True)
     for kind in ("leftImg8bit", "gtFine", "disparity", "camera"):
         shutil.rmtree(out / kind, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    write_json(marker, record)
 
 
 def generate(
@@ -82,17 +87,20 @@ def generate(
     size: tuple[int, int] = (256, 512),
     seed: int = 0,
     workers: int | None = None,
+    profile: str = DEFAULT_PROFILE,
 ) -> Path:
-    """Write a synthetic Cityscapes set under `out` (official layout), then `out/.complete`."""
+    """Write a synthetic Cityscapes set of generator profile `profile` under `out` (official layout),
+    then `out/.complete`."""
     out = Path(out)
-    _prepare(out)
+    get_profile(profile)  # an unknown name fails before anything is written
+    _prepare(out, {"profile": profile, "seed": seed, "size": list(size), "train": train, "val": val})
     counts = {"train": train, "val": val}
     for split, n in counts.items():
         for index in range(min(n, len(CITIES[split]))):
             city, _ = frame_name(split, index)
             for kind in ("leftImg8bit", "gtFine", "disparity", "camera"):
                 (out / kind / split / city).mkdir(parents=True, exist_ok=True)
-    jobs = [(out, split, i, seed, tuple(size)) for split, n in counts.items() for i in range(n)]
+    jobs = [(out, split, i, seed, tuple(size), profile) for split, n in counts.items() for i in range(n)]
     workers = workers or len(os.sched_getaffinity(0))
     if workers <= 1:
         for job in jobs:
