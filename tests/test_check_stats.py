@@ -46,3 +46,18 @@ def test_check_prints_the_table_for_the_train_split_only(synthetic_root, capsys)
     assert "valid disparities scaled to a 2048-px-wide frame" in out and out.endswith("OK\n")
     assert check.main([str(synthetic_root), "--stats-split", ""]) == 0
     assert "class pixel frequencies" not in capsys.readouterr().out
+
+
+def test_check_writes_the_table_and_its_provenance(synthetic_root, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "data" / "stats.md"
+    assert check.main([str(synthetic_root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["split"] == "train" and rec["command"][:3] == ["python", "-m", "data.check"]
+    assert rec["synthetic"]["profile"] == "v1" and rec["git_commit"]
+    road = rec["class_pct"]["road"]
+    assert f"  road            {road:8.2f}" in printed  # the same figure as printed
+    md = out.read_text()
+    assert f"| road | {road:.2f} | 33.0 | {road / 33.0:.2f}" in md and "instance pixels" in md
