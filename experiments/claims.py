@@ -4,7 +4,8 @@
 training (`val_every`), several seeds each. A row's schedule has settled on a metric when the metric's
 change over the last third of training (value at the end minus value at the validation nearest two thirds
 of the way, mean over seeds) is smaller in magnitude than one seed standard deviation of the final value.
-The chosen length is the shortest row that has settled on every metric (None when none has).
+The chosen length is the shortest row that has settled on every metric (None when none has); the experiment
+then trains the chosen length, or the pilot's longest when none settled (the budget's limit, said in the table).
 
 **Claims** (a manifest with `claims:`): each claim compares row `better` with row `than` (or, per task,
 with that task's row) on the columns of the tasks both train. Seeds are paired (seed s with seed s: same
@@ -127,7 +128,10 @@ def pilot_columns(manifest: Manifest, rows: list[dict], found: dict[str, list[Re
         out_rows.append({"name": row["name"], "iterations": iterations, "metrics": metrics,
                          "settled": bool(metrics) and all(m["settled"] for m in metrics.values())})
     settled = sorted(r["iterations"] for r in out_rows if r["settled"] and r["iterations"])
-    return {"rule": PILOT_RULE, "rows": out_rows, "chosen_iterations": settled[0] if settled else None}
+    lengths = sorted(r["iterations"] for r in out_rows if r["iterations"])
+    return {"rule": PILOT_RULE, "rows": out_rows, "chosen_iterations": settled[0] if settled else None,
+            # what the experiment trains: the chosen schedule, or (none settled) the longest the pilot could afford
+            "used_iterations": settled[0] if settled else (lengths[-1] if lengths else None)}
 
 
 def _num(x: float | None, digits: int) -> str:
@@ -172,7 +176,10 @@ def pilot_markdown(t: dict) -> list[str]:
             cells.append(f"{_num(s['change'], k)} / {sd}{mark}")
         cells.append("yes" if r["settled"] else "no")
         lines.append("| " + " | ".join(cells) + " |")
-    chosen = p["chosen_iterations"]
+    chosen, used = p["chosen_iterations"], p["used_iterations"]
     lines += ["", f"**Chosen schedule: {chosen} iterations.**" if chosen else
-              "**No pilot schedule settled on every metric.**"]
+              f"**No pilot schedule settled on every metric**: the metrics still moved by more than the seeds' spread "
+              f"over the last third of every schedule tried. The experiment trains the longest one, {used} "
+              "iterations, the most its CPU budget allows; its verdicts are for that schedule, not for converged "
+              "training."]
     return lines
