@@ -42,7 +42,7 @@ from engine.config import IDENTITY_SCHEMA, Config, ConfigError, load_config
 from engine.distributed import ReplicaMismatchError, check_replicas, init_distributed
 from engine.lock import LockHeld
 from engine.rundir import JsonlLog, check_same_experiment, git_commit, locked_run_dir, plain, read_final, write_config
-from engine.step import NonFiniteLossError, train_step
+from engine.step import LossWindow, NonFiniteLossError, train_step
 from engine.stop import Terminated, exit_status, stop_signals
 from evaluation import NonFiniteOutputError, evaluate_model
 from models.pretrained import PretrainedWeightsMissing, check_initial_weights
@@ -140,9 +140,12 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
         write_config(run_dir, cfg)
     started = time.perf_counter()
 
+    window = LossWindow()  # the losses since the last log point (check_finite=log: still unchecked on the device)
+
     def checkpoint() -> dict:
         """Check that every process holds the same, finite weights, then save (rank 0) with every process's
         RNG. Non-finite weights (e.g. a too large lr) are never saved: the last good checkpoint stays."""
+        window.flush()  # check_finite=log: a non-finite loss since the last check stops the run before saving
         bad = nonfinite_tensors({"model": parts.model.state_dict(), "method": parts.method.state_dict()})
         if world > 1:  # BatchNorm statistics may differ per process: every process must agree to stop
             everyone: list = [None] * world
@@ -162,7 +165,6 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
 
     log = JsonlLog(run_dir / "metrics.jsonl", enabled=master, wandb_mode=cfg.wandb, cfg=cfg, resume_step=step)
     bar = tqdm(total=cfg.optim.iterations, initial=step, disable=not master, dynamic_ncols=True, desc=cfg.name)
-    sums: dict[str, float] = {}
     tick, tick_step = time.perf_counter(), step
     replicas = {"processes": world, "identical": None}
     batches = iter(loader)
@@ -171,18 +173,19 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         result = train_step(parts, batch, step)
         step += 1
-        for key, v in result.losses.items():
-            sums[f"loss/{key}"] = sums.get(f"loss/{key}", 0.0) + v
+        window.add(step, result.losses)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.optim.iterations:
             n, now = step - tick_step, time.perf_counter()
+            sums = {f"loss/{k}": v for k, v in window.take().items()}
             row = window_means(sums, n, world, device) | {k: float(v) for k, v in result.logs.items()} | {
                 "lr": parts.optimizer.param_groups[0]["lr"], "images_per_s": n * cfg.optim.batch_size / (now - tick)}
             log.write(step, row)
             bar.set_postfix({k.split("/", 1)[1] if k.startswith("loss/") else k: f"{v:.3g}"
                              for k, v in row.items() if k.startswith(("loss/", "sigma2/"))})
-            sums, tick, tick_step = {}, now, step
+            tick, tick_step = now, step
         if cfg.val_every and step % cfg.val_every == 0 and step < cfg.optim.iterations:
+            window.flush()
             val = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
             log.write(step, {f"val/{k}": v for k, v in val.items()})
             parts.model.train()

@@ -1,0 +1,111 @@
+"""Speed switches that change when and where the numbers are computed, not the numbers (issue 13): the
+deferred finiteness check (check_finite), torch.compile (compile), the device-resident training split
+(data.resident) and packing several trainings per GPU (reproduce.py --per-gpu, bench/packing.py). None of
+them is part of the experiment identity; each is checked against the default path on the CPU."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import engine.step
+import train
+from engine.config import ConfigError, load_config
+from engine.step import LossWindow, NonFiniteLossError
+
+TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
+        "optim.batch_size=2", "data.num_workers=0", "log_every=1", "eval_batch_size=4", "deterministic=true"]
+
+
+def tiny_args(root, run_dir, *extra):
+    return [*TINY, f"data.root={root}", f"run_dir={run_dir}", *extra]
+
+
+@pytest.mark.parametrize("override", ["check_finite=log", "compile=default", "compile=reduce-overhead",
+                                      "data.resident=true"])
+def test_switches_are_validated_and_not_part_of_the_identity(override):
+    assert load_config([], [override]).identity() == load_config([], []).identity()
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.split(".")[-1]):
+        load_config([], [f"{key}={'7' if key == 'data.resident' else 'bogus'}"])
+
+
+def test_resident_split_refuses_random_crops_scales_and_jitter():
+    for extra in ("data.crop=[16,32]", "data.scale=[0.5,1.0]", "data.jitter=true", "data.size=null"):
+        with pytest.raises(ConfigError, match="data.resident"):
+            load_config([], ["data.resident=true", extra])
+
+
+# ----------------------------------------------------------------------------- check_finite
+
+def test_loss_window_names_the_first_non_finite_step_and_task():
+    w = LossWindow()
+    w.add(1, {"semantic": torch.tensor(1.0), "depth": torch.tensor(2.0)})
+    w.add(2, {"semantic": torch.tensor(3.0), "depth": torch.tensor(4.0)})
+    assert w.take() == {"semantic": 4.0, "depth": 6.0} and w.sums == {}
+    w.add(3, {"semantic": torch.tensor(1.0), "depth": torch.tensor(math.inf)})
+    w.add(4, {"semantic": torch.tensor(math.nan), "depth": torch.tensor(1.0)})
+    with pytest.raises(NonFiniteLossError, match=r"non-finite depth loss .* at step 3 .*steps 3-4"):
+        w.flush()
+    w2 = LossWindow()  # check_finite=step hands over floats: summed at once
+    w2.add(1, {"depth": 1.5})
+    assert w2.pending == [] and w2.take() == {"depth": 1.5}
+
+
+def _poison_at(monkeypatch, call: int):
+    real, calls = engine.step.task_losses, []
+
+    def poisoned(outputs, batch):
+        losses = real(outputs, batch)
+        calls.append(1)
+        if len(calls) == call:
+            losses["depth"] = losses["depth"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(engine.step, "task_losses", poisoned)
+
+
+@pytest.mark.parametrize("nan_step, log_every, ckpt_every, window, saved", [
+    (5, 3, 4, "5-6", 4),  # caught at the next log point (step 6); the checkpoint of step 4 stays
+    (3, 6, 2, "3-4", 2),  # caught before the checkpoint of step 4, before any log point: step 2's stays
+])
+def test_deferred_check_stops_at_the_next_check_and_keeps_the_last_good_checkpoint(
+        synthetic_root, tmp_path, monkeypatch, nan_step, log_every, ckpt_every, window, saved):
+    run = tmp_path / "run"
+    _poison_at(monkeypatch, nan_step)
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=8", f"ckpt_every={ckpt_every}",
+                             f"log_every={log_every}", "check_finite=log"))
+    message = str(e.value.code)
+    assert "\n" not in message and message.startswith("error: non-finite depth loss")
+    assert f"at step {nan_step} (check_finite=log: found when checking steps {window} together)" in message
+    assert "last good checkpoint kept" in message and not (run / "metrics.json").exists()
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == saved
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_deferred_check_with_a_gradient_space_method_stops_at_the_nan_step(synthetic_root, tmp_path, monkeypatch):
+    """Gradient-space methods still check J every step: the NaN loss gives a NaN row of J, caught before
+    the update, so the step is named exactly."""
+    run = tmp_path / "run"
+    _poison_at(monkeypatch, 3)
+    with pytest.raises(SystemExit, match=r"non-finite depth gradient at step 3"):
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=6", "ckpt_every=2", "log_every=4",
+                             "check_finite=log", "method.name=gradient-mean"))
+    assert torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("method", ["uncertainty", "gradient-mean"])
+def test_deferred_check_logs_the_same_losses_and_weights(synthetic_root, tmp_path, method):
+    out = {}
+    for mode in ("step", "log"):
+        run = tmp_path / mode
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=4", "log_every=2", f"check_finite={mode}",
+                             f"method.name={method}"))
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        out[mode] = ([{k: v for k, v in r.items() if k.startswith("loss/")} for r in rows],
+                     torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
+    assert out["step"][0] == out["log"][0] and any(out["log"][0])
+    assert all(torch.equal(out["step"][1][k], out["log"][1][k]) for k in out["step"][1])
