@@ -54,7 +54,7 @@ class StepParts:
     """Everything one training step touches."""
 
     model: nn.Module  # the MultiTaskDeepLab itself
-    net: nn.Module  # `model`, or DistributedDataParallel(model)
+    net: nn.Module  # `model`, or DistributedDataParallel(model); either under torch.compile when configured
     method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -236,7 +236,8 @@ def _loss_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepConte
 
 def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepContext) -> StepResult:
     features_space = p.method.options.space == "features"
-    no_sync = p.net.no_sync() if isinstance(p.net, DistributedDataParallel) else contextlib.nullcontext()
+    ddp = getattr(p.net, "_orig_mod", p.net)  # under torch.compile (compile != none) the DDP module is inside
+    no_sync = ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
     with no_sync:
         losses, features = _forward(p, batch, with_features=features_space)
         ctx.losses = _averaged(p, losses)

@@ -109,3 +109,79 @@ def test_deferred_check_logs_the_same_losses_and_weights(synthetic_root, tmp_pat
                      torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
     assert out["step"][0] == out["log"][0] and any(out["log"][0])
     assert all(torch.equal(out["step"][1][k], out["log"][1][k]) for k in out["step"][1])
+
+
+# ----------------------------------------------------------------------------- compile
+
+def _steps(overrides, steps=2):
+    from bench.train import random_batch
+    from engine.build import build_parts
+    from engine.step import train_step
+
+    cfg = load_config([], [*TINY, "deterministic=false", *overrides])
+    parts = build_parts(cfg, torch.device("cpu"), steps_per_epoch=10)
+    parts.model.train()
+    batch = random_batch(2, 32, 64, torch.device("cpu"))
+    losses = [train_step(parts, batch, i).losses for i in range(steps)]
+    return losses, parts
+
+
+def _same_steps(compiled, eager):
+    for a, b in zip(compiled[0], eager[0]):
+        for key in b:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    state = compiled[1].model.state_dict()
+    assert not any("_orig_mod" in k for k in state) and state.keys() == eager[1].model.state_dict().keys()
+    for k, v in eager[1].model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(state[k], v, rtol=1e-3, atol=1e-5), k
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile with the aot_eager backend: dynamo's graph capture and AOTAutograd's joint graph, as with
+    inductor, but no code generation (inductor takes about 2 minutes per model on this 2-core CPU)."""
+    import engine.build
+
+    real = torch.compile
+    monkeypatch.setattr(engine.build.torch, "compile", lambda net, mode=None: real(net, mode=mode,
+                                                                                   backend="aot_eager"))
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("method", ["uncertainty", "gradient-mean"])
+def test_compiled_step_matches_eager(aot_eager, method):
+    compiled = _steps(["compile=default", f"method.name={method}"])
+    assert type(compiled[1].net).__name__ == "OptimizedModule"
+    _same_steps(compiled, _steps([f"method.name={method}"]))
+
+
+def test_compiled_training_writes_checkpoints_that_load_into_eager_models(aot_eager, synthetic_root, tmp_path):
+    from models import build_model
+
+    train.main(tiny_args(synthetic_root, tmp_path / "c", "optim.iterations=2", "compile=reduce-overhead"))
+    ckpt = torch.load(tmp_path / "c" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    build_model(load_config([], TINY)).load_state_dict(ckpt["model"])  # strict: same keys, no _orig_mod.
+    train.main(tiny_args(synthetic_root, tmp_path / "e", "optim.iterations=2"))
+    eager = torch.load(tmp_path / "e" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["model"].keys() == eager["model"].keys()
+
+
+def test_step_benchmark_times_compiled_and_deferred_variants(aot_eager):
+    from bench.train import main as bench_train
+
+    result = bench_train([*TINY, "--steps", "2", "--warmup", "1", "--rounds", "1", "--peak-n", "128",
+                          "--no-baseline", "compile=default", "--variant", "deferred", "check_finite=log"])
+    assert set(result["variants"]) == {"config", "deferred"} and result["gflop_per_step"] > 0
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TEST_INDUCTOR"),
+                    reason="inductor's CPU code generation takes about 2 minutes for the smallest model on this "
+                           "2-core machine with a cold cache (19 s warm); set TEST_INDUCTOR=1 to run it")
+def test_inductor_compiled_step_matches_eager():
+    """The real compile=default (inductor) on the smallest config; slow, opt-in (TEST_INDUCTOR=1)."""
+    try:
+        _same_steps(_steps(["compile=default"]), _steps([]))
+    finally:
+        torch._dynamo.reset()
