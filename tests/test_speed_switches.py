@@ -171,8 +171,8 @@ def test_compiled_training_writes_checkpoints_that_load_into_eager_models(aot_ea
 def test_step_benchmark_times_compiled_and_deferred_variants(aot_eager):
     from bench.train import main as bench_train
 
-    result = bench_train([*TINY, "--steps", "2", "--warmup", "1", "--rounds", "1", "--peak-n", "128",
-                          "--no-baseline", "compile=default", "--variant", "deferred", "check_finite=log"])
+    result = bench_train([*TINY, "compile=default", "--steps", "2", "--warmup", "1", "--rounds", "1", "--peak-n",
+                          "128", "--no-baseline", "--variant", "deferred", "check_finite=log"])
     assert set(result["variants"]) == {"config", "deferred"} and result["gflop_per_step"] > 0
 
 
