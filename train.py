@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from data.cityscapes import CityscapesMultiTask, DataError, resolve_root
+from data.resident import ResidentLoader, ResidentSplit
 from data.sampler import ResumableSampler, SeededItems
 from data.transforms import Augment
 from engine.atomic import write_json
@@ -58,9 +59,10 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return args.config, args.overrides
 
 
-def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int,
-                 pin: bool) -> tuple[DataLoader, DataLoader, int]:
-    """(training loader from `start_step` on, this process's shard of the val split, steps per epoch)."""
+def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int, pin: bool,
+                 device: torch.device | None = None) -> tuple[DataLoader | ResidentLoader, DataLoader, int]:
+    """(training loader from `start_step` on, this process's shard of the val split, steps per epoch). With
+    `data.resident` the training batches come from the split kept on `device` (data/resident.py)."""
     d = cfg.data
     augment = Augment(flip=d.flip, scale=d.scale, crop=d.crop, jitter=d.jitter)
     train_set = CityscapesMultiTask(root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
@@ -73,8 +75,15 @@ def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int
     except ValueError as e:  # fewer frames than one batch
         raise ConfigError(f"split {d.train_split!r} of {root}: {e} (optim.batch_size={cfg.optim.batch_size}, "
                           f"data.train_frames={d.train_frames})") from e
-    loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,
-                        num_workers=d.num_workers, pin_memory=pin, drop_last=True, persistent_workers=False)
+    if d.resident:
+        resident = ResidentSplit(train_set, device or torch.device("cpu"))
+        if rank == 0:
+            print(f"resident training split: {len(train_set)} frames, {resident.nbytes / 2**30:.2f} GiB on "
+                  f"{resident.device}", flush=True)
+        loader = ResidentLoader(resident, per_rank_batch, cfg.seed, rank, world, start_step)
+    else:
+        loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,
+                            num_workers=d.num_workers, pin_memory=pin, drop_last=True, persistent_workers=False)
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=cfg.eval_batch_size,
                             num_workers=d.num_workers)
     return loader, val_loader, sampler.steps_per_epoch
@@ -127,7 +136,8 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
     if ckpt is not None:
         check_same_experiment(cfg, ckpt["config"], run_dir)
     step = ckpt["step"] if ckpt is not None else 0
-    loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda")
+    loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda",
+                                                       device=device)
 
     # Model, method, optimiser, schedule, scaler (and DDP): the method's parameters live outside the network.
     parts = build_parts(cfg, device, steps_per_epoch, world, rank, pretrained=ckpt is None)

@@ -113,7 +113,8 @@ def build(cfg, device: torch.device):
 
 def naive(cfg):
     """The float32 NCHW eager baseline of `cfg`: same model, method and optimiser."""
-    return dataclasses.replace(cfg, amp="off", channels_last=False, compile="none", check_finite="step")
+    return dataclasses.replace(cfg, amp="off", channels_last=False, compile="none", check_finite="step",
+                               data=dataclasses.replace(cfg.data, resident=False))
 
 
 def held_bytes(parts) -> int:
@@ -142,7 +143,7 @@ class Variant:
             from train import make_loaders
 
             root = resolve_root(cfg.data_root).resolve()
-            train_loader, _, _ = make_loaders(cfg, root, 0, 1, 0, pin=device.type == "cuda")
+            train_loader, _, _ = make_loaders(cfg, root, 0, 1, 0, pin=device.type == "cuda", device=device)
             self.batches = iter(train_loader)
         self.step = 0
         self.times: list[float] = []
@@ -235,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     configs = {"config": cfg}
-    extra = {"config": [], "naive": ["amp=off", "channels_last=false", "compile=none", "check_finite=step"]}
+    extra = {"config": [], "naive": ["amp=off", "channels_last=false", "compile=none", "check_finite=step",
+                                     "data.resident=false"]}
     if not args.no_baseline:
         configs["naive"] = naive(cfg)
     for name, *overrides in args.variant:

@@ -185,3 +185,89 @@ def test_inductor_compiled_step_matches_eager():
         _same_steps(_steps(["compile=default"]), _steps([]))
     finally:
         torch._dynamo.reset()
+
+
+# ----------------------------------------------------------------------------- data.resident
+
+@pytest.fixture(scope="module")
+def train_cache(synthetic_root, tmp_path_factory):
+    from data.cache import write_split
+
+    out = tmp_path_factory.mktemp("cache")
+    for split in ("train", "val"):
+        write_split(synthetic_root, split, (32, 64), out, progress=False)
+    return out
+
+
+def _batches(cfg, root, steps, rank=0, world=1, start_step=0):
+    from train import make_loaders
+
+    loader, _, spe = make_loaders(cfg, root, rank, world, start_step, pin=False, device=torch.device("cpu"))
+    it = iter(loader)
+    return [next(it) for _ in range(steps)], spe
+
+
+@pytest.mark.parametrize("cache", ["off", "built"])
+@pytest.mark.parametrize("rank, world", [(0, 1), (1, 2)])
+def test_resident_batches_equal_the_loaders_flips_included(synthetic_root, train_cache, cache, rank, world):
+    cache = "off" if cache == "off" else str(train_cache)
+    common = [*TINY, f"data.root={synthetic_root}", f"data.cache={cache}", "data.flip=true", "seed=3"]
+    if world == 2:
+        common.append("optim.batch_size=2")  # one item per process: 2 steps per epoch of the 4 frames
+    steps = 8
+    expected, spe = _batches(load_config([], common), synthetic_root, steps, rank, world)
+    got, spe2 = _batches(load_config([], [*common, "data.resident=true"]), synthetic_root, steps, rank, world)
+    assert spe == spe2
+    for a, b in zip(expected, got):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    split = _split(load_config([], [*common, "data.resident=true"]), synthetic_root)  # the flips drawn: both
+    flips = [split.flip_of(3, e, i) for e in range(4) for i in range(4)]  # ways, so both paths ran
+    assert any(flips) and not all(flips)
+    # resumed in the middle of an epoch (step 3 of 2 per epoch x ...): the same batches as uninterrupted
+    resumed, _ = _batches(load_config([], [*common, "data.resident=true"]), synthetic_root, 5, rank, world,
+                          start_step=3)
+    for a, b in zip(got[3:], resumed):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _split(cfg, root):
+    from data.cityscapes import CityscapesMultiTask
+    from data.resident import ResidentSplit
+    from data.transforms import Augment
+
+    ds = CityscapesMultiTask(root, "train", size=cfg.data.size, augment=Augment(flip=cfg.data.flip),
+                             cache=cfg.data.cache)
+    return ResidentSplit(ds, torch.device("cpu"))
+
+
+def test_negating_x_is_not_the_cpu_flip_which_is_why_the_flipped_x_is_stored(synthetic_root):
+    """The CPU path rebuilds x from the mirrored centroid; plain negation differs from it in the last bit
+    (14 % of the x components of 20 synthetic frames at 128x256, at most 7.6e-6 px): the resident split
+    stores the CPU path's flipped x and must equal it."""
+    cfg = load_config([], [*TINY, f"data.root={synthetic_root}", "data.cache=off"])
+    split = _split(cfg, synthetic_root)
+    for i in range(len(split.dataset)):
+        cpu = split.dataset.fixed_item(i, flip=True)["instance"]
+        assert torch.equal(split.flipped_x[i], cpu[0])
+        negated = -split.arrays["instance"][i, 0].flip(-1)
+        assert torch.allclose(negated, cpu[0], atol=1e-4)  # equal up to rounding
+
+
+def test_resident_training_gives_the_same_weights(synthetic_root, tmp_path):
+    out = {}
+    for resident in ("false", "true"):
+        run = tmp_path / resident
+        train.main(tiny_args(synthetic_root, run, "optim.iterations=3", "data.cache=off", f"data.resident={resident}"))
+        out[resident] = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    assert all(torch.equal(out["false"][k], out["true"][k]) for k in out["false"])
+
+
+def test_step_benchmark_with_the_resident_split(synthetic_root):
+    from bench.train import main as bench_train
+
+    result = bench_train([*TINY, f"data.root={synthetic_root}", "--loader", "--steps", "2", "--warmup", "1",
+                          "--rounds", "1", "--peak-n", "128", "--variant", "resident", "data.resident=true"])
+    assert set(result["variants"]) == {"config", "naive", "resident"}
+    assert result["variants"]["naive"]["overrides"][-1] == "data.resident=false"
