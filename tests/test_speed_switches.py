@@ -271,3 +271,23 @@ def test_step_benchmark_with_the_resident_split(synthetic_root):
                           "--rounds", "1", "--peak-n", "128", "--variant", "resident", "data.resident=true"])
     assert set(result["variants"]) == {"config", "naive", "resident"}
     assert result["variants"]["naive"]["overrides"][-1] == "data.resident=false"
+
+
+# ----------------------------------------------------------------------------- packing
+
+def test_packing_benchmark_runs_n_trainings_at_once_and_reports_runs_per_hour(synthetic_root, tmp_path,
+                                                                               monkeypatch):
+    import experiments.runner
+    from bench.packing import main as packing
+    from bench.perf_table import render
+
+    monkeypatch.setattr(experiments.runner, "visible_gpus", lambda: [])
+    out = tmp_path / "perf" / "packing-cpu.json"
+    result = packing([*TINY, f"data.root={synthetic_root}", "optim.iterations=2", "--n", "1,2", "--threads", "1",
+                      "--out", str(out), "--work", str(tmp_path)])
+    rows = {r["n"]: r for r in result["packing"]}
+    assert set(rows) == {1, 2} and len(rows[2]["run_wall_s"]) == 2 and rows[2]["threads_each"] == 1
+    assert all(r["runs_per_hour"] == pytest.approx(r["n"] * 3600 / r["wall_s"], rel=0.01) for r in rows.values())
+    assert rows[1]["runs_per_gpu_hour"] is None and all(rows[2]["images_per_s"])
+    assert json.loads(out.read_text())["device"].startswith("cpu")
+    assert "| 2 | 1 |" in render(out.parent) and not list(tmp_path.glob("packing-*"))  # temporary runs removed
