@@ -291,3 +291,20 @@ def test_packing_benchmark_runs_n_trainings_at_once_and_reports_runs_per_hour(sy
     assert rows[1]["runs_per_gpu_hour"] is None and all(rows[2]["images_per_s"])
     assert json.loads(out.read_text())["device"].startswith("cpu")
     assert "| 2 | 1 |" in render(out.parent) and not list(tmp_path.glob("packing-*"))  # temporary runs removed
+
+
+# ----------------------------------------------------------------------------- under DDP
+
+def test_two_process_ddp_with_deferred_check_and_resident_split_trains_the_same_weights(synthetic_root, tmp_path):
+    """2 gloo processes: check_finite=log and data.resident=true (each process gathers its shard's batches)
+    give the default run's weights on both replicas."""
+    from test_train import _spawn
+
+    common = ["optim.iterations=4", "ckpt_every=2", "device=cpu", "data.cache=off"]
+    _spawn(tiny_args(synthetic_root, tmp_path / "a" / "run", *common), tmp_path / "a")
+    _spawn(tiny_args(synthetic_root, tmp_path / "b" / "run", *common, "check_finite=log", "data.resident=true"),
+           tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "rank0.pt", weights_only=True)
+    for r in (0, 1):
+        b = torch.load(tmp_path / "b" / f"rank{r}.pt", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
