@@ -17,7 +17,7 @@ component is built once per frame beside the rest (4 bytes per pixel more) and s
 therefore equals the DataLoader's bit for bit, flips included (tests/test_speed_switches.py).
 
 Memory: 31 bytes per pixel per frame (float32 image, vectors, flipped x, depth; uint8 labels; two
-masks): 3.0 GiB for the 2975 Cityscapes training frames at 128x256, 12 GiB at 256x512.
+masks): 2.8 GiB for the 2975 Cityscapes training frames at 128x256, 11.3 GiB at 256x512.
 """
 
 from __future__ import annotations
