@@ -308,3 +308,34 @@ def test_two_process_ddp_with_deferred_check_and_resident_split_trains_the_same_
     for r in (0, 1):
         b = torch.load(tmp_path / "b" / f"rank{r}.pt", weights_only=True)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _compiled_ddp_worker(rank, world, port, args, out):
+    """A DDP process of train.py with torch.compile's aot_eager backend (inductor is too slow here)."""
+    from test_train import _ddp_worker
+
+    import engine.build
+
+    real = torch.compile
+    engine.build.torch.compile = lambda net, mode=None: real(net, mode=mode, backend="aot_eager")
+    _ddp_worker(rank, world, port, args, out)
+
+
+@pytest.mark.parametrize("method", ["uncertainty", "gradient-mean"])
+def test_two_process_ddp_compiled_after_the_wrap_trains_like_eager(synthetic_root, tmp_path, method):
+    """compile=default under DDP (compiled after the wrap; gradient-space finds no_sync inside): identical
+    replicas, and the eager DDP run's weights within float tolerance."""
+    import torch.multiprocessing as mp
+    from test_train import _free_port, _spawn
+
+    common = ["optim.iterations=3", "ckpt_every=3", "device=cpu", "data.cache=off", f"method.name={method}"]
+    _spawn(tiny_args(synthetic_root, tmp_path / "a" / "run", *common), tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    mp.spawn(_compiled_ddp_worker, args=(2, _free_port(), tiny_args(synthetic_root, tmp_path / "b" / "run", *common,
+                                                                    "compile=default"), str(tmp_path / "b")),
+             nprocs=2, join=True)
+    a = torch.load(tmp_path / "a" / "rank0.pt", weights_only=True)
+    b0, b1 = (torch.load(tmp_path / "b" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(b0[k], b1[k]) for k in b0)
+    for k in a:
+        torch.testing.assert_close(b0[k], a[k], rtol=1e-3, atol=1e-5, msg=k)
