@@ -68,4 +68,5 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
     return StepParts(model=model, net=net, method=method, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                      autocast_dtype=dtype, grad_clip=cfg.optim.grad_clip, seed=cfg.seed,
                      steps_per_epoch=steps_per_epoch, iterations=cfg.optim.iterations, world=world, rank=rank,
-                     device=device, channels_last=cfg.channels_last, check_finite=cfg.check_finite)
+                     device=device, channels_last=cfg.channels_last, check_finite=cfg.check_finite,
+                     compile=cfg.compile)

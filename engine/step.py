@@ -69,6 +69,7 @@ class StepParts:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = False  # the image enters the network in NHWC layout (the model converted by the builder)
     check_finite: str = "step"  # step: check the losses on the host every step; log: leave them to a LossWindow
+    compile: str = "none"  # the torch.compile mode `net` is under (config `compile`)
 
     def state_dict(self) -> dict:
         """What a checkpoint needs of the parts (besides RNG states, step and config)."""
@@ -98,6 +99,8 @@ def train_step(p: StepParts, batch: dict[str, Tensor], step: int) -> StepResult:
     ctx = StepContext(step=step, epoch=step // p.steps_per_epoch, steps_per_epoch=p.steps_per_epoch,
                       iterations=p.iterations, losses={})
     p.optimizer.zero_grad(set_to_none=True)
+    if p.compile == "reduce-overhead":  # CUDA graphs: a new step begins (the last step's outputs are not reused)
+        torch.compiler.cudagraph_mark_step_begin()
     if p.method.kind == "loss":
         result = _loss_space_gradients(p, batch, ctx)
     else:
