@@ -76,10 +76,11 @@ def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int
         raise ConfigError(f"split {d.train_split!r} of {root}: {e} (optim.batch_size={cfg.optim.batch_size}, "
                           f"data.train_frames={d.train_frames})") from e
     if d.resident:
+        built = time.perf_counter()
         resident = ResidentSplit(train_set, device or torch.device("cpu"))
         if rank == 0:
             print(f"resident training split: {len(train_set)} frames, {resident.nbytes / 2**30:.2f} GiB on "
-                  f"{resident.device}", flush=True)
+                  f"{resident.device}, built in {time.perf_counter() - built:.1f} s", flush=True)
         loader = ResidentLoader(resident, per_rank_batch, cfg.seed, rank, world, start_step)
     else:
         loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,

@@ -242,6 +242,11 @@ class CityscapesMultiTask(Dataset):
     def fixed_item(self, index: int, flip: bool = False) -> dict[str, torch.Tensor]:
         """Item `index` without random augmentation, mirrored when `flip`: what `__getitem__` returns when
         its draw is that flip and nothing else (fixed size, no crop, scale or jitter). data/resident.py."""
+        return self.fixed_items(index, mirrored=flip)[-1]
+
+    def fixed_items(self, index: int, mirrored: bool = True) -> list[dict[str, torch.Tensor]]:
+        """[`fixed_item(index)`, `fixed_item(index, flip=True)`] from one read of the frame (without the
+        mirrored one when `mirrored` is false)."""
         if self.cache is not None:
             sample = self.cache.sample(index)
         else:
@@ -249,4 +254,4 @@ class CityscapesMultiTask(Dataset):
             sample = resize(sample, self.size or sample.shape)
             sample.image = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
         sample = normalize(sample)
-        return build_item(hflip(sample) if flip else sample)
+        return [build_item(sample)] + ([build_item(hflip(sample))] if mirrored else [])

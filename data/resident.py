@@ -47,11 +47,11 @@ class ResidentSplit:
         self.flipped_x = torch.empty((n if self.flips else 0, *first["instance"].shape[1:]), dtype=torch.float32,
                                      device=device)
         for i in range(n):
-            item = first if i == 0 else dataset.fixed_item(i)
+            items = dataset.fixed_items(i, mirrored=self.flips)  # one read of the frame for both
             for k in STORED:
-                self.arrays[k][i] = item[k].to(dtypes[k])
+                self.arrays[k][i] = items[0][k].to(dtypes[k])
             if self.flips:  # the CPU path's x component of the mirrored item, in mirrored orientation
-                self.flipped_x[i] = dataset.fixed_item(i, flip=True)["instance"][0]
+                self.flipped_x[i] = items[1]["instance"][0]
 
     @property
     def nbytes(self) -> int:
