@@ -1,7 +1,8 @@
 """Reproduce the paper's tables (or any experiment manifest): plan, train what is missing, aggregate.
 
     python reproduce.py list                                  # manifests and methods
-    python reproduce.py all --preset NAME [--seeds 0,1,2] [--jobs N] [--threads T] [--shard i/n] [--dry-run]
+    python reproduce.py all --preset NAME [--seeds 0,1,2] [--jobs N | --per-gpu N] [--threads T] [--shard i/n]
+        [--dry-run]
     python reproduce.py MANIFEST [MANIFEST ...] --preset NAME [same options]
     python reproduce.py aggregate [MANIFEST ...] --preset NAME
     python reproduce.py benchmark --preset NAME [--methods a,b,c] [--seeds 0,1,2]
@@ -25,7 +26,10 @@ written from every record.
 
 --jobs N runs N trainings at a time: one GPU each where GPUs exist, otherwise the CPU cores split
 between them (default: one per GPU, else one single-threaded training per core; on two cores that
-measured about 1.4x the throughput of one two-threaded training). --shard i/n runs only every n-th
+measured about 1.4x the throughput of one two-threaded training). --per-gpu N packs N trainings onto
+each visible GPU (N x GPUs at a time, the CPU cores split between all of them): small models leave a
+GPU mostly idle, and `python -m bench.packing` measures runs per GPU-hour for several N to choose
+it. --shard i/n runs only every n-th
 run from the i-th on, for several machines sharing one filesystem; every runner on one runs directory must use
 the same n (a runner of an overlapping shard is refused). Killing the runner stops its trainings, which keep
 their last checkpoints; Ctrl-C and SIGTERM exit with status 130 / 143.
@@ -49,7 +53,14 @@ from experiments.manifest import find_manifests, for_preset, list_manifests
 from experiments.plan import plan
 from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
-from experiments.runner import cpu_count, evaluate_official_runs, log_invocation, reproduce, visible_gpus
+from experiments.runner import (
+    cpu_count,
+    evaluate_official_runs,
+    log_invocation,
+    reproduce,
+    trainings_at_once,
+    visible_gpus,
+)
 from losses import METHODS, method_lines
 
 
@@ -140,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=parse_seeds, help="comma-separated; replaces every row's seeds")
     p.add_argument("--jobs", type=int, default=None,
                    help="trainings at a time (default: one per GPU, else one per CPU core, each with one thread)")
+    p.add_argument("--per-gpu", type=int, default=None, metavar="N",
+                   help="N trainings share each visible GPU (N x GPUs at a time; choose N with "
+                        "python -m bench.packing)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per training (default: cores / jobs). On a busy machine keep it at 1: "
                         "two-thread torch measured up to 25x slower when the other core was taken")
@@ -173,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
                 print(rel(path))
             return 0
-        n_parallel = args.jobs or len(visible_gpus()) or cpu_count()
-        if n_parallel < 1:
-            raise ValueError("--jobs must be at least 1")
+        n_parallel = trainings_at_once(args.jobs, args.per_gpu, visible_gpus(), cpu_count())
         summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel, args.shard,
                             args.dry_run, paths, args.data_root, threads=args.threads)
         summary["failed"] += evaluate_official_runs(args.preset, manifests, args.seeds, paths, args.data_root,
@@ -183,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         wall = time.time() - start
-        log_invocation(args.preset, argv if argv is not None else sys.argv[1:], summary, wall, n_parallel, paths)
+        log_invocation(args.preset, argv if argv is not None else sys.argv[1:], summary, wall, n_parallel, paths,
+                       args.per_gpu)
         if not args.skip_overheads and not summary["failed"]:
             measure_overheads(args.preset, manifests, paths, args.configs_dir.resolve())
         for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):

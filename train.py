@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from data.cityscapes import CityscapesMultiTask, DataError, resolve_root
+from data.resident import ResidentLoader, ResidentSplit
 from data.sampler import ResumableSampler, SeededItems
 from data.synthetic.profile import profile_problem
 from data.transforms import Augment
@@ -43,7 +44,7 @@ from engine.config import IDENTITY_SCHEMA, Config, ConfigError, load_config
 from engine.distributed import ReplicaMismatchError, check_replicas, init_distributed
 from engine.lock import LockHeld
 from engine.rundir import JsonlLog, check_same_experiment, git_commit, locked_run_dir, plain, read_final, write_config
-from engine.step import NonFiniteLossError, train_step
+from engine.step import LossWindow, NonFiniteLossError, train_step
 from engine.stop import Terminated, exit_status, stop_signals
 from evaluation import NonFiniteOutputError, evaluate_model
 from models.pretrained import PretrainedWeightsMissing, check_initial_weights
@@ -59,9 +60,10 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return args.config, args.overrides
 
 
-def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int,
-                 pin: bool) -> tuple[DataLoader, DataLoader, int]:
-    """(training loader from `start_step` on, this process's shard of the val split, steps per epoch)."""
+def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int, pin: bool,
+                 device: torch.device | None = None) -> tuple[DataLoader | ResidentLoader, DataLoader, int]:
+    """(training loader from `start_step` on, this process's shard of the val split, steps per epoch). With
+    `data.resident` the training batches come from the split kept on `device` (data/resident.py)."""
     d = cfg.data
     augment = Augment(flip=d.flip, scale=d.scale, crop=d.crop, jitter=d.jitter)
     train_set = CityscapesMultiTask(root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
@@ -74,8 +76,16 @@ def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int
     except ValueError as e:  # fewer frames than one batch
         raise ConfigError(f"split {d.train_split!r} of {root}: {e} (optim.batch_size={cfg.optim.batch_size}, "
                           f"data.train_frames={d.train_frames})") from e
-    loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,
-                        num_workers=d.num_workers, pin_memory=pin, drop_last=True, persistent_workers=False)
+    if d.resident:
+        built = time.perf_counter()
+        resident = ResidentSplit(train_set, device or torch.device("cpu"))
+        if rank == 0:
+            print(f"resident training split: {len(train_set)} frames, {resident.nbytes / 2**30:.2f} GiB on "
+                  f"{resident.device}, built in {time.perf_counter() - built:.1f} s", flush=True)
+        loader = ResidentLoader(resident, per_rank_batch, cfg.seed, rank, world, start_step)
+    else:
+        loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,
+                            num_workers=d.num_workers, pin_memory=pin, drop_last=True, persistent_workers=False)
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=cfg.eval_batch_size,
                             num_workers=d.num_workers)
     return loader, val_loader, sampler.steps_per_epoch
@@ -130,7 +140,8 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
     if ckpt is not None:
         check_same_experiment(cfg, ckpt["config"], run_dir)
     step = ckpt["step"] if ckpt is not None else 0
-    loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda")
+    loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda",
+                                                       device=device)
 
     # Model, method, optimiser, schedule, scaler (and DDP): the method's parameters live outside the network.
     parts = build_parts(cfg, device, steps_per_epoch, world, rank, pretrained=ckpt is None)
@@ -143,9 +154,12 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
         write_config(run_dir, cfg)
     started = time.perf_counter()
 
+    window = LossWindow()  # the losses since the last log point (check_finite=log: still unchecked on the device)
+
     def checkpoint() -> dict:
         """Check that every process holds the same, finite weights, then save (rank 0) with every process's
         RNG. Non-finite weights (e.g. a too large lr) are never saved: the last good checkpoint stays."""
+        window.flush()  # check_finite=log: a non-finite loss since the last check stops the run before saving
         bad = nonfinite_tensors({"model": parts.model.state_dict(), "method": parts.method.state_dict()})
         if world > 1:  # BatchNorm statistics may differ per process: every process must agree to stop
             everyone: list = [None] * world
@@ -165,7 +179,6 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
 
     log = JsonlLog(run_dir / "metrics.jsonl", enabled=master, wandb_mode=cfg.wandb, cfg=cfg, resume_step=step)
     bar = tqdm(total=cfg.optim.iterations, initial=step, disable=not master, dynamic_ncols=True, desc=cfg.name)
-    sums: dict[str, float] = {}
     tick, tick_step = time.perf_counter(), step
     replicas = {"processes": world, "identical": None}
     batches = iter(loader)
@@ -174,18 +187,19 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         result = train_step(parts, batch, step)
         step += 1
-        for key, v in result.losses.items():
-            sums[f"loss/{key}"] = sums.get(f"loss/{key}", 0.0) + v
+        window.add(step, result.losses)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.optim.iterations:
             n, now = step - tick_step, time.perf_counter()
+            sums = {f"loss/{k}": v for k, v in window.take().items()}
             row = window_means(sums, n, world, device) | {k: float(v) for k, v in result.logs.items()} | {
                 "lr": parts.optimizer.param_groups[0]["lr"], "images_per_s": n * cfg.optim.batch_size / (now - tick)}
             log.write(step, row)
             bar.set_postfix({k.split("/", 1)[1] if k.startswith("loss/") else k: f"{v:.3g}"
                              for k, v in row.items() if k.startswith(("loss/", "sigma2/"))})
-            sums, tick, tick_step = {}, now, step
+            tick, tick_step = now, step
         if cfg.val_every and step % cfg.val_every == 0 and step < cfg.optim.iterations:
+            window.flush()
             val = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
             log.write(step, {f"val/{k}": v for k, v in val.items()})
             parts.model.train()

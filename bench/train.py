@@ -4,15 +4,19 @@
         [--rounds 2] [--loader] [--variant NAME key=value ...] [--no-baseline] [--json results/perf/X.json]
     python -m bench.train --config configs/demo.yaml --variant bf16 amp=bf16 --variant bf16-cl amp=bf16 \\
         channels_last=true
+    python -m bench.train --config configs/paper_tiny.yaml --warmup 10 --variant compiled compile=default \\
+        --variant graphs compile=reduce-overhead --variant deferred check_finite=log
 
 Times `engine.step.train_step`, the step train.py runs, on parts built by the same
 `engine.build.build_parts`, for several variants of the config in one process, taking turns in
 `--rounds` rounds so that load from other processes hits them alike:
 
 - `config`: the config as given (its `amp`, `channels_last`, ...);
-- `naive`: the same model and method in float32, NCHW, eager (amp=off, channels_last=false): the
-  baseline the issue asks the tuned step to beat (leave out with --no-baseline);
-- one per `--variant NAME key=value ...` (overrides on top of the config).
+- `naive`: the same model and method in float32, NCHW, eager (amp=off, channels_last=false, compile=none,
+  check_finite=step): the baseline the issue asks the tuned step to beat (leave out with --no-baseline);
+- one per `--variant NAME key=value ...` (overrides on top of the config). `compile=...` variants compile
+  during the --warmup steps (give enough of them: one per graph break and mode); `data.resident=true`
+  variants draw their batches on the device with --loader.
 
 Per variant: images/s (GPU: synchronised at the end of each round), step time p50/p90 (GPU: CUDA
 events between consecutive steps, so host stalls count), the fraction of the time spent waiting for
@@ -109,7 +113,8 @@ def build(cfg, device: torch.device):
 
 def naive(cfg):
     """The float32 NCHW eager baseline of `cfg`: same model, method and optimiser."""
-    return dataclasses.replace(cfg, amp="off", channels_last=False)
+    return dataclasses.replace(cfg, amp="off", channels_last=False, compile="none", check_finite="step",
+                               data=dataclasses.replace(cfg.data, resident=False))
 
 
 def held_bytes(parts) -> int:
@@ -138,7 +143,7 @@ class Variant:
             from train import make_loaders
 
             root = resolve_root(cfg.data_root).resolve()
-            train_loader, _, _ = make_loaders(cfg, root, 0, 1, 0, pin=device.type == "cuda")
+            train_loader, _, _ = make_loaders(cfg, root, 0, 1, 0, pin=device.type == "cuda", device=device)
             self.batches = iter(train_loader)
         self.step = 0
         self.times: list[float] = []
@@ -230,7 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    configs, extra = {"config": cfg}, {"config": [], "naive": ["amp=off", "channels_last=false"]}
+    configs = {"config": cfg}
+    extra = {"config": [], "naive": ["amp=off", "channels_last=false", "compile=none", "check_finite=step",
+                                     "data.resident=false"]}
     if not args.no_baseline:
         configs["naive"] = naive(cfg)
     for name, *overrides in args.variant:
@@ -250,7 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
         peak_source = (f"measured in this run: the best {args.peak_n}x{args.peak_n} matmul before, between and "
                        f"after the rounds; on a busy machine it is low and MFU high")
 
-    flops = count_flops(variants[0 if args.no_baseline else 1])  # the same model's FLOPs in every variant
+    # The same model's FLOPs in every variant, counted on an eager one (FlopCounterMode sees no compiled graph).
+    eager = [v for v in variants if v.cfg.compile == "none"]
+    flops = count_flops(eager[0] if eager else Variant("flops", naive(cfg), device, False))
     for v in variants:
         v.run(args.warmup, timed=False)
     per_round = [args.steps // args.rounds + (r < args.steps % args.rounds) for r in range(args.rounds)]

@@ -22,7 +22,7 @@ from data.targets import (
     train_ids,
     unknown_label_ids,
 )
-from data.transforms import Augment, Sample, apply_geometry, jitter, normalize, resize, sample_geometry
+from data.transforms import Augment, Sample, apply_geometry, hflip, jitter, normalize, resize, sample_geometry
 
 
 class DataError(RuntimeError):
@@ -180,6 +180,12 @@ def _as_augment(augment: bool | Augment | None) -> Augment | None:
     raise TypeError(f"augment must be a bool or data.transforms.Augment, got {type(augment).__name__}")
 
 
+def item_rng() -> np.random.Generator:
+    """The generator of one item's augmentation, seeded from torch's RNG (reproducible under
+    torch.manual_seed, distinct per DataLoader worker)."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+
 class CityscapesMultiTask(Dataset):
     """Cityscapes frames as dicts of image and semantic / instance / depth targets."""
 
@@ -215,7 +221,7 @@ class CityscapesMultiTask(Dataset):
         aug = self.augment
         # One generator per item, seeded from torch's RNG: reproducible under torch.manual_seed and
         # distinct per DataLoader worker (torch seeds each worker differently).
-        rng = None if aug is None else np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        rng = None if aug is None else item_rng()
         if self.cache is not None:  # the PNG path's state after resizing, RGB (the cache needs a fixed size)
             sample = self.cache.sample(index)
             geometry = None if aug is None else sample_geometry(rng, aug, self.size)
@@ -232,3 +238,20 @@ class CityscapesMultiTask(Dataset):
             sample.image = jitter(sample.image, rng)
         # Padding happens on the normalised image so that it gets the mean colour (0).
         return build_item(apply_geometry(normalize(sample), geometry))
+
+    def fixed_item(self, index: int, flip: bool = False) -> dict[str, torch.Tensor]:
+        """Item `index` without random augmentation, mirrored when `flip`: what `__getitem__` returns when
+        its draw is that flip and nothing else (fixed size, no crop, scale or jitter). data/resident.py."""
+        return self.fixed_items(index, mirrored=flip)[-1]
+
+    def fixed_items(self, index: int, mirrored: bool = True) -> list[dict[str, torch.Tensor]]:
+        """[`fixed_item(index)`, `fixed_item(index, flip=True)`] from one read of the frame (without the
+        mirrored one when `mirrored` is false)."""
+        if self.cache is not None:
+            sample = self.cache.sample(index)
+        else:
+            sample = read_sample(self.frames[index])
+            sample = resize(sample, self.size or sample.shape)
+            sample.image = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
+        sample = normalize(sample)
+        return [build_item(sample)] + ([build_item(hflip(sample))] if mirrored else [])

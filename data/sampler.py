@@ -42,6 +42,11 @@ class ResumableSampler(Sampler):
             epoch, skip = epoch + 1, 0
 
 
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The torch seed under which item `index` of `epoch` draws its augmentation."""
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63
+
+
 class SeededItems(Dataset):
     """Wraps a dataset indexed by (epoch, index) keys: torch's RNG is seeded per item while the
     item is built, then restored, so augmentation depends only on (seed, epoch, index)."""
@@ -56,5 +61,5 @@ class SeededItems(Dataset):
     def __getitem__(self, key):
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63)
+            torch.manual_seed(item_seed(self.seed, epoch, index))
             return self.dataset[index]

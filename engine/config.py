@@ -40,8 +40,11 @@ from tasks import TASK_KINDS, TASKS, check_tasks
 # Version of the identity scheme; bump it only if `Config.identity` itself changes meaning.
 IDENTITY_SCHEMA = 1
 # Fields that do not change the trained weights: not part of the identity.
+# The speed switches check_finite, compile and data.resident change when and where the same numbers are
+# computed, not the numbers (tests/test_speed.py checks each against the default path).
 NOT_IDENTITY = frozenset({"name", "run_dir", "log_every", "val_every", "ckpt_every", "wandb", "eval_batch_size",
-                          "data.root", "data.num_workers", "data.cache"})
+                          "data.root", "data.num_workers", "data.cache", "data.resident", "check_finite",
+                          "compile"})
 
 
 @dataclass
@@ -66,6 +69,10 @@ class DataConfig:
     # that generator profile (its .synthetic marker). Part of the identity when set (a different dataset);
     # the default keeps the identity of runs made before the option.
     synthetic_profile: str | None = None
+    # true: the whole training split (built once from the cache, or the PNGs) lives on the training device and
+    # batches are drawn there in the loader's order, flips applied on the device (data/resident.py): no loader
+    # workers, no host-to-device copies. Needs a fixed size without crop, scale or jitter.
+    resident: bool = False
 
 
 @dataclass
@@ -130,6 +137,13 @@ class Config:
     deterministic: bool = False
     channels_last: bool = False  # NHWC activations and weights (tensor-core friendly on GPU; see bench/train.py)
     sync_bn: bool = False
+    # torch.compile of the network (after the DDP wrap): none (eager) | default | reduce-overhead (CUDA graphs on
+    # GPU) | max-autotune. Checkpoints hold the uncompiled module's state dict either way.
+    compile: str = "none"
+    # step: the losses are copied to the host and checked for NaN/inf every step (a host synchronisation);
+    # log: they stay on the device and are checked together at each log point and before every checkpoint or
+    # validation (the error still names the task and the step; a non-finite step never reaches a checkpoint).
+    check_finite: str = "step"
     log_every: int = 20
     val_every: int = 0  # 0: validate only at the end
     ckpt_every: int = 500
@@ -520,6 +534,14 @@ def _validate(cfg: Config) -> None:
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.wandb in ("disabled", "offline", "online"),
          f"wandb must be disabled, offline or online, got {cfg.wandb!r}")
+    need(cfg.compile in ("none", "default", "reduce-overhead", "max-autotune"),
+         f"compile must be none, default, reduce-overhead or max-autotune, got {cfg.compile!r}")
+    need(cfg.check_finite in ("step", "log"), f"check_finite must be step or log, got {cfg.check_finite!r}")
+    d = cfg.data
+    need(not d.resident or (d.size is not None and d.crop is None and d.scale is None and not d.jitter),
+         "data.resident keeps one fixed-size copy of each frame on the device and draws only flips there: it needs "
+         f"data.size set and no data.crop, data.scale or data.jitter (got size={d.size}, crop={d.crop}, "
+         f"scale={d.scale}, jitter={d.jitter})")
     need(cfg.optim.impl in ("auto", "foreach", "fused", "loop"),
          f"optim.impl must be auto, foreach, fused or loop, got {cfg.optim.impl!r}")
     need(cfg.method.lr_mult >= 0, f"method.lr_mult must be >= 0, got {cfg.method.lr_mult}")

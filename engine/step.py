@@ -3,7 +3,10 @@
 train.py and bench/train.py call `train_step`; nothing else updates the weights. One step:
 
 1. Forward under autocast; task losses in float32; the losses averaged over processes (one small
-   all-reduce) form the method's context and are checked for NaN/inf before anything is updated.
+   all-reduce) form the method's context and are checked for NaN/inf before anything is updated
+   (`check_finite: step`, a host synchronisation per step). With `check_finite: log` they stay on the
+   device and the caller checks them later in one copy (`LossWindow`, train.py: at each log point and
+   before every checkpoint or validation); gradient-space methods still check J every step (below).
 2. Gradients, by the method's kind:
    - loss-space: `total, logs = method(losses, ctx)`, `scaler.scale(total).backward()`. DDP
      all-reduces the network's gradients during backward; the method's own parameters (e.g. the
@@ -51,7 +54,7 @@ class StepParts:
     """Everything one training step touches."""
 
     model: nn.Module  # the MultiTaskDeepLab itself
-    net: nn.Module  # `model`, or DistributedDataParallel(model)
+    net: nn.Module  # `model`, or DistributedDataParallel(model); either under torch.compile when configured
     method: Method
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -65,6 +68,8 @@ class StepParts:
     rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = False  # the image enters the network in NHWC layout (the model converted by the builder)
+    check_finite: str = "step"  # step: check the losses on the host every step; log: leave them to a LossWindow
+    compile: str = "none"  # the torch.compile mode `net` is under (config `compile`)
 
     def state_dict(self) -> dict:
         """What a checkpoint needs of the parts (besides RNG states, step and config)."""
@@ -83,8 +88,9 @@ class StepParts:
 
 @dataclass
 class StepResult:
-    losses: dict[str, float]  # task losses averaged over processes, plus "total": this process's combined
-    # loss (loss-space methods only); on the host, as checked for NaN/inf
+    losses: dict[str, float | Tensor]  # task losses averaged over processes, plus "total": this process's
+    # combined loss (loss-space methods only); check_finite=step: floats on the host, checked for NaN/inf;
+    # check_finite=log: unchecked 0-dim float32 tensors on the device (give them to a LossWindow)
     logs: dict  # the method's logs: floats or 0-dim tensors (convert with float() when logging)
 
 
@@ -93,6 +99,8 @@ def train_step(p: StepParts, batch: dict[str, Tensor], step: int) -> StepResult:
     ctx = StepContext(step=step, epoch=step // p.steps_per_epoch, steps_per_epoch=p.steps_per_epoch,
                       iterations=p.iterations, losses={})
     p.optimizer.zero_grad(set_to_none=True)
+    if p.compile == "reduce-overhead":  # CUDA graphs: a new step begins (the last step's outputs are not reused)
+        torch.compiler.cudagraph_mark_step_begin()
     if p.method.kind == "loss":
         result = _loss_space_gradients(p, batch, ctx)
     else:
@@ -132,13 +140,60 @@ def _averaged(p: StepParts, losses: dict[str, Tensor]) -> dict[str, Tensor]:
     return dict(zip(losses, values))
 
 
-def _check_finite(named: dict[str, Tensor], step: int) -> dict[str, float]:
-    """The values on the host (one device-to-host copy); raises naming the first non-finite one."""
+def _check_finite(named: dict[str, Tensor], step: int, mode: str = "step") -> dict[str, float | Tensor]:
+    """The values on the host (one device-to-host copy); raises naming the first non-finite one. With
+    mode "log" nothing is copied or checked here: the detached float32 tensors are returned for a LossWindow."""
+    if mode == "log":
+        return {k: v.detach().float() for k, v in named.items()}
     host = dict(zip(named, torch.stack(list(named.values())).tolist()))
     bad = [k for k, v in host.items() if not math.isfinite(v)]
     if bad:
         raise NonFiniteLossError(f"non-finite {bad[0]} loss ({host}) at step {step + 1}")
     return host
+
+
+class LossWindow:
+    """The per-step losses (StepResult.losses) since the last `flush`. Floats (check_finite=step) are summed as
+    they come; device tensors (check_finite=log) are kept there and copied to the host in one transfer by
+    `flush`, which raises NonFiniteLossError naming the first non-finite value's task and step, and the window
+    of steps checked together. Call `flush` before anything that must not see a non-finite step (a checkpoint,
+    a validation) and at every log point."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.pending: list[tuple[int, dict[str, Tensor]]] = []  # (step number, 1-based; losses on the device)
+
+    def add(self, step: int, losses: dict[str, float | Tensor]) -> None:
+        """The losses of step number `step` (1-based: the step just taken)."""
+        if any(isinstance(v, Tensor) for v in losses.values()):
+            self.pending.append((step, losses))
+        else:
+            self._sum(losses)
+
+    def _sum(self, losses: dict[str, float]) -> None:
+        for key, v in losses.items():
+            self.sums[key] = self.sums.get(key, 0.0) + v
+
+    def flush(self) -> None:
+        """Check and sum the pending steps (one device-to-host copy)."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        keys = list(pending[0][1])
+        rows = torch.stack([torch.stack([losses[k] for k in keys]) for _, losses in pending]).tolist()
+        for (step, _), row in zip(pending, rows):
+            host = dict(zip(keys, row))
+            bad = [k for k, v in host.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(f"non-finite {bad[0]} loss ({host}) at step {step} (check_finite=log: "
+                                         f"found when checking steps {pending[0][0]}-{pending[-1][0]} together)")
+            self._sum(host)
+
+    def take(self) -> dict[str, float]:
+        """Flush, then hand over the sums and start a new window."""
+        self.flush()
+        sums, self.sums = self.sums, {}
+        return sums
 
 
 @contextlib.contextmanager
@@ -170,7 +225,7 @@ def _loss_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepConte
     ctx.last_shared = p.model.last_shared_parameters()
     with _seeded(p, ctx.step, 0):
         total, logs = p.method(losses, ctx)
-    values = _check_finite({**ctx.losses, "total": total.detach().float()}, ctx.step)
+    values = _check_finite({**ctx.losses, "total": total.detach().float()}, ctx.step, p.check_finite)
     p.scaler.scale(total).backward()
     if p.world > 1:  # the method is outside DDP: average its gradients here
         for q in p.method.optimizer_parameters():
@@ -184,11 +239,12 @@ def _loss_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepConte
 
 def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepContext) -> StepResult:
     features_space = p.method.options.space == "features"
-    no_sync = p.net.no_sync() if isinstance(p.net, DistributedDataParallel) else contextlib.nullcontext()
+    ddp = getattr(p.net, "_orig_mod", p.net)  # under torch.compile (compile != none) the DDP module is inside
+    no_sync = ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
     with no_sync:
         losses, features = _forward(p, batch, with_features=features_space)
         ctx.losses = _averaged(p, losses)
-        values = _check_finite(ctx.losses, ctx.step)
+        values = _check_finite(ctx.losses, ctx.step, p.check_finite)
         shared = [features] if features_space else p.model.shared_parameters()
         scale = p.scaler.get_scale() if p.scaler.is_enabled() else 1.0
         rows, heads = [], []

@@ -2,7 +2,8 @@
 
 Each training is `python train.py ...` in a subprocess (its output appended to <run_dir>/train.log);
 an interrupted run resumes from its checkpoint when launched again. With GPUs, each training gets
-one (CUDA_VISIBLE_DEVICES); on the CPU the cores are split between the trainings running at once.
+one (CUDA_VISIBLE_DEVICES), N trainings sharing each GPU with `--per-gpu N` (slot s on GPU s mod G:
+N x G slots put N on every GPU); the CPU cores are split between the trainings running at once.
 The trainings die with the runner (Linux: a parent-death signal, SIGTERM, so they keep their last
 checkpoint), however the runner ends, even by SIGKILL; train.py's run-directory lock keeps a second
 runner from training the same run at once. A runner holds its shard's lock (runs/<preset>/.shard-i-of-n.lock)
@@ -51,8 +52,27 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def trainings_at_once(jobs: int | None, per_gpu: int | None, gpus: list[str], cpus: int) -> int:
+    """How many trainings run at a time: `per_gpu` x the visible GPUs (`--per-gpu N`), else `jobs`, else one per
+    GPU, else one per CPU core. ValueError for a count below 1, --per-gpu without GPUs, or --jobs that disagrees."""
+    if per_gpu is not None:
+        if per_gpu < 1:
+            raise ValueError(f"--per-gpu must be at least 1, got {per_gpu}")
+        if not gpus:
+            raise ValueError("--per-gpu N packs N trainings onto each visible GPU, and no GPU is visible; on the "
+                             "CPU use --jobs N (and --threads)")
+        if jobs is not None and jobs != per_gpu * len(gpus):
+            raise ValueError(f"--jobs {jobs} disagrees with --per-gpu {per_gpu} x {len(gpus)} visible GPUs "
+                             f"({per_gpu * len(gpus)} at a time); give one of them")
+        return per_gpu * len(gpus)
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    return jobs or len(gpus) or cpus
+
+
 def job_env(slot: int, n_parallel: int, gpus: list[str], threads: int | None = None) -> dict[str, str]:
-    """Environment of the training in `slot`: its own GPU, and its share of the CPU cores (or `threads`)."""
+    """Environment of the training in `slot` of `n_parallel`: GPU `slot mod len(gpus)` (with n_parallel = N x GPUs,
+    N trainings on each), and its share of the CPU cores (or `threads`)."""
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
     env.setdefault("WANDB_MODE", "disabled")
     if gpus:
@@ -318,12 +338,12 @@ def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[
 
 
 def log_invocation(preset: str, argv: list[str], summary: dict, wall: float, n_parallel: int,
-                   paths: Paths = Paths()) -> None:
+                   paths: Paths = Paths(), per_gpu: int | None = None) -> None:
     """Append one line per invocation to results/<preset>/reproduce-log.jsonl (the lab notebook's timing)."""
     path = paths.results / preset / "reproduce-log.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     row = {"command": ["python", "reproduce.py", *argv],
            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "wall_s": round(wall, 1),
-           "jobs": n_parallel, "cpus": cpu_count(), "machine": platform.machine(),
+           "jobs": n_parallel, "per_gpu": per_gpu, "cpus": cpu_count(), "machine": platform.machine(),
            **{k: len(v) for k, v in summary.items()}}
     append_line(path, dumps(row))

@@ -1,6 +1,7 @@
 """Manifests and the reproduction runner: the paper's rows and weights on both presets, shared runs, shards,
 skip, parallel jobs, a manifest added with no code, and a real train.py run killed mid-way and resumed."""
 
+import functools
 import json
 import os
 import re
@@ -171,6 +172,23 @@ def test_job_env_splits_cores_or_gpus(monkeypatch):
     assert runner.job_env(0, 1, [], threads=1)["OMP_NUM_THREADS"] == "1"
 
 
+def test_per_gpu_packs_n_trainings_onto_each_gpu(monkeypatch):
+    monkeypatch.setattr(runner, "cpu_count", lambda: 16)
+    gpus = ["3", "5"]
+    n = runner.trainings_at_once(None, 2, gpus, 16)
+    assert n == 4
+    envs = [runner.job_env(slot, n, gpus) for slot in range(n)]
+    assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in envs) == ["3", "3", "5", "5"]  # two trainings per GPU
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {"4"}  # 16 cores / 4 trainings
+    assert runner.trainings_at_once(4, 2, gpus, 16) == 4  # --jobs that agrees is accepted
+    assert runner.trainings_at_once(None, None, gpus, 16) == 2 and runner.trainings_at_once(None, None, [], 16) == 16
+    assert runner.trainings_at_once(3, None, [], 16) == 3
+    for jobs, per_gpu, have, match in [(3, 2, gpus, "disagrees"), (None, 0, gpus, "at least 1"),
+                                       (None, 2, [], "no GPU is visible"), (0, None, [], "at least 1")]:
+        with pytest.raises(ValueError, match=match):
+            runner.trainings_at_once(jobs, per_gpu, have, 16)
+
+
 # ----------------------------------------------------------------------------- runner, with a fake trainer
 
 FAKE_TRAIN = textwrap.dedent("""
@@ -188,6 +206,7 @@ FAKE_TRAIN = textwrap.dedent("""
         sys.exit(0)
     with open(run_dir / "launches.txt", "a") as f:
         f.write(f"{os.environ['OMP_NUM_THREADS']}\\n")
+    (run_dir / "gpu.txt").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "none"))
     if os.environ.get("FAKE_FAIL") == ",".join(cfg.tasks):
         sys.exit(3)
     time.sleep(0.05)
@@ -270,6 +289,24 @@ def test_runner_trains_each_distinct_run_once_and_skips_finished(fake, monkeypat
                            str(paths.runs), "--results-dir", str(paths.results)]) == 0
     t = json.loads((paths.results / "mini" / "table1.json").read_text())
     assert t["results"] == 6 and (paths.results / "mini" / "figure2a.png").exists()
+
+
+def test_reproduce_per_gpu_runs_n_per_fake_gpu(fake, monkeypatch, capsys):
+    paths, script = fake
+    monkeypatch.setattr(runner, "visible_gpus", lambda: ["3", "5"])
+    monkeypatch.setattr(reproduce, "visible_gpus", lambda: ["3", "5"])
+    monkeypatch.setattr(runner, "cpu_count", lambda: 8)
+    monkeypatch.setattr(reproduce, "reproduce", functools.partial(runner.reproduce, train_script=script))
+    dirs = ["--configs-dir", str(paths.configs), "--runs-dir", str(paths.runs), "--results-dir", str(paths.results)]
+    assert reproduce.main(["table1", "--preset", "mini", "--per-gpu", "2", "--skip-overheads", *dirs]) == 0
+    used = [p.read_text() for p in paths.runs.rglob("gpu.txt")]
+    assert len(used) == 6 and set(used) == {"3", "5"}
+    assert {t for p in paths.runs.rglob("launches.txt") for t in p.read_text().split()} == {"2"}  # 8 cores / 4
+    log = json.loads((paths.results / "mini" / "reproduce-log.jsonl").read_text().splitlines()[-1])
+    assert log["jobs"] == 4 and log["per_gpu"] == 2
+    monkeypatch.setattr(reproduce, "visible_gpus", lambda: [])
+    assert reproduce.main(["table1", "--preset", "mini", "--per-gpu", "2", *dirs]) == 2
+    assert "no GPU is visible" in capsys.readouterr().err
 
 
 def test_runner_reports_failures_and_shards(fake, monkeypatch):
