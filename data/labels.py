@@ -87,5 +87,7 @@ KNOWN_IDS = frozenset(lb.id for lb in _LABELS if lb.id >= 0)
 INSTANCE_IDS = frozenset(lb.id for lb in _LABELS if lb.hasInstances and 0 <= lb.trainId < IGNORE_INDEX)
 # Label ids whose objects may carry an instanceId >= 1000 (the evaluated ones plus caravan and trailer).
 HAS_INSTANCES_IDS = frozenset(lb.id for lb in _LABELS if lb.hasInstances and lb.id >= 0)
+# Names of the classes whose objects carry instance ids (groups of them keep the plain id).
+HAS_INSTANCES_NAMES = frozenset(lb.name for lb in _LABELS if lb.hasInstances)
 ID_TO_COLOR = {lb.id: lb.color for lb in _LABELS if lb.id >= 0}
 NAME_TO_ID = {lb.name: lb.id for lb in _LABELS if lb.id >= 0}

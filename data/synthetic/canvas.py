@@ -2,13 +2,12 @@
 
 import cv2
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as _LABELS
 
-from data.labels import NAME_TO_ID
+from data.labels import HAS_INSTANCES_NAMES, NAME_TO_ID
 from data.targets import INSTANCE_OFFSET
 
 # Classes whose individual objects get instanceIds id * 1000 + k (groups keep the plain id).
-_HAS_INSTANCES = frozenset(lb.name for lb in _LABELS if lb.hasInstances)
+_HAS_INSTANCES = HAS_INSTANCES_NAMES
 
 
 def _clip_polygon(points: np.ndarray, width: int, rows: int) -> np.ndarray:
