@@ -321,7 +321,7 @@ def _compiled_ddp_worker(rank, world, port, args, out):
     _ddp_worker(rank, world, port, args, out)
 
 
-@pytest.mark.parametrize("method", ["uncertainty", "gradient-mean"])
+@pytest.mark.parametrize("method", ["gradient-mean"])  # the harder case; a loss-space method adds 45 s to the suite
 def test_two_process_ddp_compiled_after_the_wrap_trains_like_eager(synthetic_root, tmp_path, method):
     """compile=default under DDP (compiled after the wrap; gradient-space finds no_sync inside): identical
     replicas, and the eager DDP run's weights within float tolerance."""
