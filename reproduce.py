@@ -4,7 +4,7 @@
     python reproduce.py all --preset NAME [--seeds 0,1,2] [--jobs N | --per-gpu N] [--threads T] [--shard i/n]
         [--dry-run]
     python reproduce.py MANIFEST [MANIFEST ...] --preset NAME [same options]
-    python reproduce.py aggregate [MANIFEST ...] --preset NAME  # no MANIFEST: the preset's existing tables
+    python reproduce.py aggregate [MANIFEST ...] --preset NAME  # see for_presets in experiments/manifest.py
     python reproduce.py benchmark --preset NAME [--methods a,b,c] [--seeds 0,1,2]
 
 A manifest is configs/experiments/<name>.yaml (table1, figure2a, figure2b, ...): rows of config
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifests = for_preset(find_manifests(paths.manifests, args.what), args.preset, named=True)
         if command == "aggregate":
-            if not names:  # the preset's tables: those written before, and the manifests made for it
+            dedicated = [m for m in manifests if m.for_presets]
+            if not names and dedicated:  # a preset made for some manifests: those, and tables written before
                 manifests = [m for m in manifests if m.for_presets or
                              (paths.results / args.preset / f"{m.name}.json").exists()]
             for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):

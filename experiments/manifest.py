@@ -14,7 +14,9 @@
     official: {grouping: [hough, optics]}  # optional: also score each run with the official Cityscapes
                                            # evaluators at full resolution (Table 2), instances grouped by these
     for_presets: [synthetic-calibrated]    # optional: the only presets the experiment is defined on (`all` and
-                                           # `aggregate` skip it on others; naming it there is an error)
+                                           # `aggregate` skip it on others; naming it there is an error); on
+                                           # such a preset an unnamed `aggregate` writes only these manifests'
+                                           # tables and tables already written there
     pilot: true                            # optional: a schedule-length pilot (rows differ in optim.iterations
                                            # and validate during training): experiments.claims picks the length
     claims:                                # optional: the paper's claims as paired comparisons of rows
