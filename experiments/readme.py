@@ -1,15 +1,15 @@
-"""Copy generated tables from results/ into README.md between include markers.
+"""Copy generated tables from results/ into README.md and docs/*.md between include markers.
 
     python -m experiments.readme [--check]
 
-README.md holds blocks of the form
+README.md and the files in docs/ hold blocks of the form
 
     <!-- include results/synthetic-cpu/table1.md -->
     ...replaced by the file's content...
     <!-- end include -->
 
-so every results table in the README is the file that `reproduce.py aggregate` wrote, never typed
-by hand. `--check` exits non-zero when the README is out of date (used by the tests).
+so every results table in the documentation is the file that `reproduce.py aggregate` wrote, never
+typed by hand. `--check` exits non-zero when a file is out of date (used by the tests).
 """
 
 from __future__ import annotations
@@ -37,21 +37,29 @@ def render(readme: str, root: Path = ROOT) -> str:
     return BLOCK.sub(fill, readme)
 
 
+def documents(root: Path = ROOT) -> list[Path]:
+    """The files whose include blocks are filled: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true", help="only report whether README.md is up to date")
+    p.add_argument("--check", action="store_true", help="only report whether the files are up to date")
     args = p.parse_args(argv)
-    readme = ROOT / "README.md"
-    old = readme.read_text()
-    new = render(old)
+    stale = []
+    for path in documents():
+        old = path.read_text()
+        new = render(old)
+        if new == old:
+            continue
+        stale.append(path.relative_to(ROOT))
+        if not args.check:
+            write_text(path, new)
     if args.check:
-        if new != old:
-            print("README.md is out of date: run python -m experiments.readme", file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        write_text(readme, new)
-    print(f"README.md: {len(BLOCK.findall(new))} include block(s) {'updated' if new != old else 'already current'}")
+        for path in stale:
+            print(f"{path} is out of date: run python -m experiments.readme", file=sys.stderr)
+        return 1 if stale else 0
+    print(f"include blocks: {', '.join(map(str, stale)) or 'all'} {'updated' if stale else 'already current'}")
     return 0
 
 

@@ -284,12 +284,12 @@ def test_aggregate_checks_the_matrix_shape():
 
 
 def test_the_readme_example_method_works(monkeypatch):
-    """The README's "Benchmarking a new method" example, as printed, registers, loads from a config and
+    """docs/methods.md's "Benchmarking a new method" example, as printed, registers, loads from a config and
     computes what it says: weights proportional to the inverse moving average, summing to K."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
     code = re.search(r"```python\n(# losses/my_method.py\n.*?)```", readme, re.S).group(1)
     assert 25 <= len(code.splitlines()) <= 40
     namespace: dict = {}
