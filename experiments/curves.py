@@ -176,6 +176,9 @@ def write_curves(preset: str, manifests, paths: Paths = Paths(), seeds=None, out
                     found[f"seed {run.seed}"] = from_record(records[run.identity].data)
                 else:
                     continue
+                if not _panels([found[f"seed {run.seed}"]]):
+                    found.pop(f"seed {run.seed}")  # logged neither a training loss nor a validation metric
+                    continue
                 target = out / "runs" / f"{run.identity}.png"
                 if target not in written:
                     written.append(plot_curves({f"seed {run.seed}": found[f"seed {run.seed}"]}, target,
@@ -186,7 +189,8 @@ def write_curves(preset: str, manifests, paths: Paths = Paths(), seeds=None, out
             written.append(plot_curves(found, out / manifest.name / f"{row.name}.png",
                                        f"{row.label} ({manifest.name}, {preset})", band=True))
     if missing:
-        print(f"note: no run of {len(missing)} row(s) on this machine or in a record: {', '.join(missing)}")
+        print(f"note: {len(missing)} row(s) have no run with a training loss or validation metric on this machine "
+              f"or in a record: {', '.join(missing)}")
     return written
 
 
