@@ -147,8 +147,10 @@ def split_jobs(jobs: list[Job], records: dict[str, Record]) -> dict[str, list[Jo
 
 
 def gpu_hours(n_runs: int, preset: str, paths: Paths = Paths()) -> tuple[float, str]:
-    """(GPU-hours for `n_runs` trainings on the paper's schedule, a sentence saying how)."""
+    """(GPU-hours for `n_runs` trainings on the paper's schedule, a sentence saying how). The paper presets
+    and results/perf are the repository's, whatever --configs-dir and --results-dir say."""
     scale = paper_preset(preset)
+    paths = Paths()
     cfg = load_config([paths.configs / f"{scale}.yaml"])
     images_per_s, source = gpu_throughput(scale, paths)
     hours = n_runs * cfg.optim.iterations * cfg.optim.batch_size / images_per_s / 3600
