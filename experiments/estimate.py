@@ -230,7 +230,12 @@ def confirm_start(preset: str, jobs: list[Job], records: dict[str, Record], assu
     print(f"{preset}: {n} trainings to start ({len(by['new'])} new, {len(by['resume'])} to resume), "
           f"{len(by['done']) + len(by['finished'])} reused; at paper scale about {hours:.0f} GPU-hours ({how})")
     interactive = sys.stdin.isatty() if interactive is None else interactive
-    if interactive and ask(f"start {n} trainings? [y/N] ").strip().lower() in ("y", "yes"):
-        return
+    if interactive:
+        try:
+            answer = ask(f"start {n} trainings? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() in ("y", "yes"):
+            return
     raise ValueError(f"not started: {n} trainings to start (more than {CONFIRM_ABOVE}); see them and their cost "
                      f"with `python reproduce.py plan ... --preset {preset}`, then pass --yes to start them")
