@@ -195,10 +195,10 @@ def main(argv: list[str] | None = None) -> dict:
             with tempfile.TemporaryDirectory(prefix="official-pred-") as tmp:
                 pred_dir = args.pred_dir or Path(tmp)
                 report |= evaluate_official(model, data, device, amp_dtype, pred_dir, workers, args.grouping,
-                                            args.timeout)
+                                            args.timeout, progress=True)
         else:
             loader = DataLoader(data, batch_size=args.batch_size or cfg.eval_batch_size, num_workers=workers)
-            report["metrics"] = evaluate_model(model, loader, device, amp_dtype)
+            report["metrics"] = evaluate_model(model, loader, device, amp_dtype, progress=True)
     except NonFiniteOutputError as e:
         raise SystemExit(f"error: {args.checkpoint}: {e}") from e
     print(format_report(report["metrics"], report.get("official"), report.get("full_resolution")))

@@ -6,6 +6,9 @@
     python reproduce.py MANIFEST [MANIFEST ...] --preset NAME [same options]
     python reproduce.py aggregate [MANIFEST ...] --preset NAME  # see for_presets in experiments/manifest.py
     python reproduce.py benchmark --preset NAME [--methods a,b,c] [--seeds 0,1,2]
+    python reproduce.py plan [MANIFEST ...] --preset NAME   # runs to start / reuse, wall time, GPU-hours, disk
+    python reproduce.py curves [MANIFEST ...] --preset NAME  # loss and validation curves per run and row
+    ... [--set key=value ...] [--grid key=v1,v2 ...]         # sweeps without YAML (docs/sweeps.md)
 
 A manifest is configs/experiments/<name>.yaml (table1, figure2a, figure2b, ...): rows of config
 overrides applied on the preset configs/<NAME>.yaml. Each (row, seed) is one run, named by its
@@ -31,7 +34,9 @@ each visible GPU (N x GPUs at a time, the CPU cores split between all of them): 
 GPU mostly idle, and `python -m bench.packing` measures runs per GPU-hour for several N to choose
 it. --shard i/n runs only every n-th
 run from the i-th on, for several machines sharing one filesystem; every runner on one runs directory must use
-the same n (a runner of an overlapping shard is refused). Killing the runner stops its trainings, which keep
+the same n (a runner of an overlapping shard is refused). More than 20 trainings to start are listed
+with their GPU-hours and asked for first (--yes skips the question; without a terminal it is required).
+Killing the runner stops its trainings, which keep
 their last checkpoints; Ctrl-C and SIGTERM exit with status 130 / 143.
 """
 
@@ -48,9 +53,10 @@ from engine.config import ConfigError
 from engine.lock import LockHeld
 from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
+from experiments.estimate import confirm_start, plan_report
 from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, for_preset, list_manifests
-from experiments.plan import plan
+from experiments.plan import plan, shard
 from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
 from experiments.runner import (
@@ -61,6 +67,7 @@ from experiments.runner import (
     trainings_at_once,
     visible_gpus,
 )
+from experiments.sweep import parse_grid, parse_set, sweep_manifests
 from losses import METHODS, method_lines
 
 
@@ -146,7 +153,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="+", help="list | all | aggregate [MANIFEST ...] | MANIFEST [MANIFEST ...]")
+    p.add_argument("what", nargs="+", help="list | all | aggregate | plan | curves [MANIFEST ...] | "
+                                           "MANIFEST [MANIFEST ...]")
     p.add_argument("--preset", help="configs/NAME.yaml, e.g. synthetic-cpu or paper_tiny")
     p.add_argument("--seeds", type=parse_seeds, help="comma-separated; replaces every row's seeds")
     p.add_argument("--jobs", type=int, default=None,
@@ -164,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m],
                    help="comma-separated method names: train only their rows (plus single-task baselines and "
                         "the fixed-weights reference)")
+    p.add_argument("--set", type=parse_set, action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every row (after its own), as train.py's key=value; repeatable")
+    p.add_argument("--grid", type=parse_grid, action="append", default=[], metavar="KEY=V1,V2",
+                   help="one row per value (several --grid: every combination); tables go to <manifest>--<tag>")
+    p.add_argument("--yes", action="store_true", help="start more than 20 trainings without asking")
+    p.add_argument("--measure-steps", type=int, default=2,
+                   help="plan: training steps timed per kind of run to estimate the wall time (0: none)")
+    p.add_argument("--out", type=Path, help="curves: folder for the figures (default: runs/<preset>/curves)")
     p.add_argument("--skip-overheads", action="store_true", help="do not measure a benchmark's overheads")
     p.add_argument("--configs-dir", type=Path, default=Paths.configs, help="presets and experiments/ manifests")
     p.add_argument("--runs-dir", type=Path, default=Paths.runs, help="run directories (default: runs)")
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.preset:
             raise ConfigError("--preset is required (e.g. --preset synthetic-cpu)")
-        if command in ("all", "aggregate"):
+        if command in ("all", "aggregate", "plan", "curves"):
             manifests = find_manifests(paths.manifests, names) if names else list_manifests(paths.manifests)
             manifests = for_preset(manifests, args.preset, named=bool(names))
         else:
@@ -188,10 +204,29 @@ def main(argv: list[str] | None = None) -> int:
             if not names and dedicated:  # a preset made for some manifests: those, and tables written before
                 manifests = [m for m in manifests if m.for_presets or
                              (paths.results / args.preset / f"{m.name}.json").exists()]
+            manifests = sweep_manifests(manifests, args.preset, args.set, args.grid)
             for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
                 print(rel(path))
             return 0
+        manifests = sweep_manifests(manifests, args.preset, args.set, args.grid)
+        if command == "curves":
+            from experiments.curves import write_curves
+
+            for path in write_curves(args.preset, manifests, paths, args.seeds, args.out):
+                print(rel(path))
+            return 0
         n_parallel = trainings_at_once(args.jobs, args.per_gpu, visible_gpus(), cpu_count())
+        if command == "plan" or not args.dry_run:
+            pending: list[str] = []
+            records = load_records(paths, args.preset)
+            jobs = shard(plan(args.preset, only_methods(manifests, args.methods), args.seeds, paths, args.data_root,
+                              records, pending), *args.shard)
+            if command == "plan":
+                plan_report(args.preset, jobs, records, pending, n_parallel,
+                            args.threads or max(1, cpu_count() // n_parallel), args.measure_steps, paths)
+                return 0
+            if not args.dry_run:
+                confirm_start(args.preset, jobs, records, args.yes, paths=paths)
         summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel, args.shard,
                             args.dry_run, paths, args.data_root, threads=args.threads)
         summary["failed"] += evaluate_official_runs(args.preset, manifests, args.seeds, paths, args.data_root,

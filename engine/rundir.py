@@ -2,7 +2,7 @@
 
 A run directory holds config.yaml (the resolved config), checkpoint.pt, metrics.jsonl (one JSON
 object per logging step), .lock (held by the training that uses it) and, once finished, metrics.json
-(final metrics and provenance).
+(final metrics and provenance); metrics.csv copies metrics.jsonl for spreadsheets (engine.scalarlogs).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 from engine.atomic import append_line, dumps, sweep_temp_files, write_text
 from engine.config import Config, ConfigError, config_from_dict
 from engine.lock import FileLock
+from engine.scalarlogs import ScalarLogs
 
 LOCK_NAME = ".lock"
 
@@ -136,12 +137,14 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 class JsonlLog:
-    """Appends one strict-JSON object per logging step to metrics.jsonl (rank 0), and to wandb if enabled."""
+    """Appends one strict-JSON object per logging step to metrics.jsonl (rank 0), the same numbers to metrics.csv
+    (and TensorBoard when installed; engine.scalarlogs), and to wandb if enabled."""
 
     def __init__(self, path: Path, enabled: bool, wandb_mode: str, cfg: Config, resume_step: int = 0):
         self.path, self.enabled, self.wandb = path, enabled, None
         if enabled:  # drop lines logged after the checkpoint we resume from
             truncate_log(path, resume_step)
+        self.scalars = ScalarLogs(path, enabled, resume_step)  # metrics.csv (+ TensorBoard if installed)
         if enabled and wandb_mode != "disabled":
             import wandb
 
@@ -153,9 +156,11 @@ class JsonlLog:
         if not self.enabled:
             return
         append_line(self.path, dumps({"step": step, **row}))
+        self.scalars.write(step, row)
         if self.wandb is not None:
             self.wandb.log(row, step=step)
 
     def close(self) -> None:
+        self.scalars.close()
         if self.wandb is not None:
             self.wandb.finish()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
 from evaluation.metrics import MultiTaskMetrics
@@ -14,11 +15,12 @@ class NonFiniteOutputError(RuntimeError):
 
 
 def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
-                   amp_dtype: torch.dtype | None = None, tasks=None) -> dict[str, float]:
+                   amp_dtype: torch.dtype | None = None, tasks=None, progress: bool = False) -> dict[str, float]:
     """MultiTaskMetrics of `model` over `loader` (summed over DDP processes); restores train mode.
 
     `tasks` limits the scored tasks (default: every task the model outputs). Under DDP each
     process passes its own shard of the split; the accumulators are summed before computing.
+    `progress` shows a bar with the batches done and the time left (on stderr).
     """
     device = torch.device(device)
     was_training = model.training
@@ -27,7 +29,7 @@ def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
     names = task_registry.TASKS
     finite = torch.ones(len(names), dtype=torch.bool, device=device)  # per task, on the device: no sync per batch
     with torch.no_grad():
-        for batch in loader:
+        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 outputs = _select(model(batch["image"]), tasks)  # {task: (B, C, H, W)}

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from cityscapesscripts.helpers.labels import category2labels, labels
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 import tasks
 from data.cityscapes import CityscapesMultiTask
@@ -318,14 +319,16 @@ class PairedFrames(Dataset):
 
 def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device: torch.device,
                       amp_dtype: torch.dtype | None, pred_dir: Path, workers: int = 0,
-                      grouping: tuple[str, ...] = ("hough",), timeout: float | None = None) -> dict:
+                      grouping: tuple[str, ...] = ("hough",), timeout: float | None = None,
+                      progress: bool = False) -> dict:
     """One pass: input-resolution metrics, full-resolution metrics, and the official scores (Table 2).
 
     Each prediction is upsampled to the frame's file resolution (`to_full_resolution`); its argmax is
     written as a label-id PNG under `pred_dir/pixel` and scored by the pixel-level evaluator. With the
     semantic and instance tasks, the instances of each `grouping` method (evaluation.instances) are
     written under `pred_dir/instance-<method>` and scored by the instance-level evaluator. An evaluator
-    that fails leaves its message in `errors` and every other number in place.
+    that fails leaves its message in `errors` and every other number in place. `progress` shows a bar
+    with the frames done and the time left (on stderr).
     """
     from evaluation.instances import group_instances
 
@@ -336,7 +339,8 @@ def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device:
     grouping_s = dict.fromkeys(grouping, 0.0)
     model.eval()
     with torch.no_grad():
-        for i, (batch, gt) in enumerate(loader):
+        for i, (batch, gt) in enumerate(tqdm(loader, desc="evaluate (official)", unit="frame", disable=not progress,
+                                             dynamic_ncols=True)):
             batch = {k: v.to(device) for k, v in batch.items()}
             gt = {k: v.to(device) for k, v in gt.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from engine.atomic import append_line, dumps, sweep_temp_files, write_json
 from engine.config import config_from_dict
 from engine.lock import FileLock, describe, is_locked, read_holder
@@ -145,7 +147,8 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
              threads: int | None = None) -> dict[str, list]:
     """Train `jobs` (none of them done), `n_parallel` at a time; record each run as it finishes.
 
-    Returns {"trained": [Job], "failed": [(Job, reason)]}.
+    Returns {"trained": [Job], "failed": [(Job, reason)]}. On a terminal a bar shows the runs done,
+    running and left, with the time left at the rate runs have finished so far (stderr).
     """
     gpus = visible_gpus() if gpus is None else gpus
     preexec = die_with_parent()
@@ -154,6 +157,11 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
         slots.put(s)
     procs: dict[int, subprocess.Popen] = {}
     walls: dict[int, float] = {}
+    bar = tqdm(total=len(jobs), desc=f"{preset} runs", unit="run", dynamic_ncols=True, disable=None)
+
+    def show() -> None:
+        finished = bar.n
+        bar.set_postfix(done=finished, running=len(procs), left=len(jobs) - finished - len(procs), refresh=True)
 
     def train_one(job: Job) -> int:
         slot = slots.get()
@@ -166,11 +174,12 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
             with open(run_dir / "train.log", "a") as log:  # the training's own output (a stream)
                 # Same process group as this runner (stopping the group stops its trainings), and a
                 # parent-death signal: killing the runner alone stops them too.
-                print(f"start    {job.run.name}", flush=True)
+                tqdm.write(f"start    {job.run.name}")
                 start = time.perf_counter()
                 proc = subprocess.Popen(cmd, cwd=ROOT, env=job_env(slot, n_parallel, gpus, threads),
                                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec)
                 procs[id(job)] = proc
+                show()
                 rc = proc.wait()
                 walls[id(job)] = time.perf_counter() - start
                 return rc
@@ -185,12 +194,14 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
         for fut in concurrent.futures.as_completed(futures):
             job = futures[fut]
             rc = fut.result()
+            bar.update(1)
+            show()
             run_dir = _abs(job.run.run_dir)
             if rc != 0 or not (run_dir / "metrics.json").exists():
                 why = f"exited with status {rc}" if rc else "stopped before finishing (interrupted?)"
                 reason = f"train.py {why}; see {rel(run_dir / 'train.log')}"
                 done["failed"].append((job, reason))
-                print(f"FAILED {job.run.name}: {reason}", flush=True)
+                tqdm.write(f"FAILED {job.run.name}: {reason}")
                 continue
             try:
                 # launch_wall_s: the launch that finished the run (a resumed run's earlier launches not counted)
@@ -198,15 +209,15 @@ def run_jobs(jobs: list[Job], preset: str, n_parallel: int = 1, paths: Paths = P
                              | {"launch_wall_s": round(walls[id(job)], 1)})
             except (ValueError, OSError) as e:
                 done["failed"].append((job, str(e)))
-                print(f"FAILED {job.run.name}: {e}", flush=True)
+                tqdm.write(f"FAILED {job.run.name}: {e}")
                 continue
             done["trained"].append(job)
-            print(f"finished {job.run.name} in {walls[id(job)]:.0f} s ({len(done['trained'])}/{len(jobs)})",
-                  flush=True)
+            tqdm.write(f"finished {job.run.name} in {walls[id(job)]:.0f} s ({len(done['trained'])}/{len(jobs)})")
     finally:
         for proc in list(procs.values()):  # interrupted: stop the trainings we started (they resume later)
             proc.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     return done
 
 
