@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.preset:
             raise ConfigError("--preset is required (e.g. --preset synthetic-cpu)")
         if command in ("all", "aggregate", "plan", "curves"):
+            if command != "all" and names == ["all"]:  # `plan all` = `plan`: every manifest
+                names = []
             manifests = find_manifests(paths.manifests, names) if names else list_manifests(paths.manifests)
             manifests = for_preset(manifests, args.preset, named=bool(names))
         else:

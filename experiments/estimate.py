@@ -33,14 +33,14 @@ from experiments.plan import Job
 from experiments.records import Record
 
 # One GPU's training throughput (images/s) when results/perf holds no GPU measurement of the paper preset.
-# Source: the README's "Measured speed" table, one H100 80GB: the whole train.py loop on paper_tiny ran
+# Source: docs/speed.md's "Measured speed" table, one H100 80GB: the whole train.py loop on paper_tiny ran
 # at 140-173 images/s (metrics.jsonl, synthetic data, 12 loader workers); we take the low end. paper_full:
 # 109 images/s, the training step alone (bench.train, batch 16 of 512x512 crops), no loader.
 ASSUMED_GPU = {
     "paper_tiny": (140.0, "assumed: the low end of 140-173 images/s measured for the whole train.py loop of "
-                          "paper_tiny on one H100 80GB (README, Measured speed)"),
+                          "paper_tiny on one H100 80GB (docs/speed.md, Measured speed)"),
     "paper_full": (109.0, "assumed: 109 images/s measured for the paper_full training step on one H100 80GB "
-                          "(README, Measured speed; step only, no data loading)"),
+                          "(docs/speed.md, Measured speed; step only, no data loading)"),
 }
 
 
