@@ -1,6 +1,6 @@
 """Auto-Lambda: Liu, Johns & Davison, "Auto-Lambda: Disentangling Dynamic Task Relationships" (TMLR 2022),
-Eq. 3-4, following the behaviour of the authors' code (github.com/lorenmt/auto-lambda). Written here:
-TorchJD 0.18 has no Auto-Lambda.
+its one-step look-ahead meta objective, following the behaviour of the authors' code
+(github.com/lorenmt/auto-lambda). Written here: TorchJD 0.18 has no Auto-Lambda.
 
 The task weights lambda are meta-learned so that one training step on sum_k lambda_k L_k^train lowers
 the primary tasks' validation loss:

@@ -1,5 +1,5 @@
 """CR-MOGM: Zhou et al., "On the Convergence of Stochastic Multi-Objective Gradient Manipulation and
-Beyond" (NeurIPS 2022), Algorithm 2 (the correlation-reduced weights), by TorchJD
+Beyond" (NeurIPS 2022), its correlation-reduced (moving-average) weights, by TorchJD
 (torchjd.aggregation.CRMOGMWeighting) around a Gramian weighting (`base`, default MGDA).
 
 With w^_t the base method's weights for this step's J,

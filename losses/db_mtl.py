@@ -1,5 +1,6 @@
-"""DB-MTL: Lin, Ye, Xu, Shi & Zhang, "Dual-Balancing for Multi-Task Learning" (2023; LibMTL's DB_MTL),
-Sec. 3 (Eq. 3-5). Written here: TorchJD 0.18 has no DB-MTL.
+"""DB-MTL: Lin et al., "Dual-Balancing for Multi-Task Learning" (arXiv 2308.12029, 2023; LibMTL's DB_MTL),
+its loss-scale balancing (log losses) and gradient-magnitude balancing (an EMA of the gradients scaled to
+the largest norm). Written here: TorchJD 0.18 has no DB-MTL.
 
 Loss-scale balancing: each task's gradient is taken of log L_k, i.e. g_k / L_k (here from J and the
 process-averaged losses `ctx.losses`: J is the Jacobian of those losses, so row k / L_k is exactly the

@@ -1,13 +1,13 @@
 """MoCo: Fernando, Shen, Liu, Chaudhury, Murugesan & Chen, "Mitigating Gradient Bias in Multi-objective
-Learning: A Provably Convergent Approach" (ICLR 2023), Algorithm 1 (Eq. 8-10). Written here: TorchJD 0.18
-has no MoCo.
+Learning: A Provably Convergent Approach" (ICLR 2023), Algorithm 1 (the tracking update of y and the
+projected update of lambda). Written here: TorchJD 0.18 has no MoCo.
 
 A tracking estimate y_k of each task gradient corrects the bias of stochastic MGDA:
     g~_k = g_k / (||g_k|| + 1e-8) * L_k                        (LibMTL's normalisation of the gradients)
     y_k <- y_k - beta_t (y_k - g~_k),                          beta_t = beta / t^beta_sigma,   y(0) = 0
     lambda <- P(lambda - gamma_t (Y Y^T + rho I) lambda),      gamma_t = gamma / t^gamma_sigma
     g = Y^T lambda,
-lambda starting uniform. P is the Euclidean projection onto the simplex (the paper's Eq. 9); with
+lambda starting uniform. P is the Euclidean projection onto the simplex (as in the paper); with
 `lambda_update: softmax` it is a softmax, as in LibMTL's MoCo (the authors' shared code). Defaults are
 LibMTL's (beta 0.5, beta_sigma 0.5, gamma 0.1, gamma_sigma 0.5, rho 0). L_k are the process-averaged
 losses (`ctx.losses`). Y is a tasks x n tensor (the size of J), kept in memory and saved with the run;

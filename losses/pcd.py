@@ -1,5 +1,6 @@
-"""PCD: Varam et al., "Not All Objectives Are Born Equal: Priority-Constrained Descent for Hierarchical
-Multi-Objective Optimization" (TMLR 2026), by TorchJD 0.18 (torchjd.aggregation.PCD: the quadratic
+"""PCD: "Not All Objectives Are Born Equal: Priority-Constrained Descent for Hierarchical Multi-Objective
+Optimization" (TMLR 2026, arXiv:2606.29521; reference code github.com/DaraVaram/priority-constrained-descent),
+the priority-constrained quadratic program below, by TorchJD 0.18 (torchjd.aggregation.PCD: the quadratic
 program solved exactly with Goldfarb-Idnani's dual active-set method).
 
 One task is primary (`primary`, default: the first trained task, i.e. semantic); the others are

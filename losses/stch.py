@@ -1,5 +1,6 @@
 """STCH: Lin et al., "Smooth Tchebycheff Scalarization for Multi-Objective Optimization" (ICML 2024),
-Eq. 9, by TorchJD (torchjd.scalarization.STCH), with the multi-task recipe of the authors' STCH_MTL code
+the smooth Tchebycheff scalarisation mu log sum_k exp(lambda_k (f_k - z_k) / mu), by TorchJD
+(torchjd.scalarization.STCH), with the multi-task recipe of the authors' STCH_MTL code
 and LibMTL: log-normalised losses and a warm-up that measures the nadir point.
 
     epochs < warmup_epochs:    total = sum_k log L_k
@@ -7,8 +8,8 @@ and LibMTL: log-normalised losses and a warm-up that measures the nadir point.
     later epochs:              total = K mu log sum_k exp( log(L_k / z_k) / mu )
                                      = K * STCH_mu(K f),  f_k = log(L_k / z_k)
 (TorchJD's STCH_mu(y) = mu log sum_k exp(y_k / (K mu)) with its uniform preferences 1/K)
-the smooth maximum of the log-losses relative to their warm-up level (mu -> 0: the worst task alone;
-large mu: the plain sum). Unlike LibMTL, the value keeps the subtracted max (TorchJD's stabilisation
+the smooth maximum of the log-losses relative to their warm-up level (mu -> 0: K times the worst one;
+large mu: their sum, plus a constant). Unlike LibMTL, the value keeps the subtracted max (TorchJD's stabilisation
 is value-preserving); the gradients are the same. The nadir point is the mean of the process-averaged
 losses over the warm-up epoch (`ctx.losses`), so every process uses the same one; it is saved with the
 run. Defaults are LibMTL's (mu 1, 4 warm-up epochs).
