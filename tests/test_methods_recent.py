@@ -291,3 +291,26 @@ def test_cr_mogm_averages_the_mgda_weights():
     assert weights(m) == pytest.approx([0.53, 0.47], abs=2e-3)
     fresh.aggregate(torch.diag(torch.tensor([1.0, 2.0])))
     assert weights(fresh) == weights(m)
+
+
+# ----------------------------------------------------------------------------- large method state
+
+def test_a_tasks_by_n_state_is_summarised_in_the_record_and_hashed_in_the_replica_digest():
+    """MoCo keeps a tasks x n tensor: the run record's method_state gives its shape, dtype and norm (not
+    millions of numbers); the replica digest still tells two states apart by their bytes."""
+    from engine.distributed import replica_digest
+    from engine.rundir import PLAIN_MAX_ELEMENTS, plain
+
+    J = torch.ones(2, PLAIN_MAX_ELEMENTS)
+    a, b = build_weighting("moco", PAIR), build_weighting("moco", PAIR)
+    c = ctx({"semantic": 1.0, "depth": 2.0})
+    a.aggregate(J, c)
+    b.aggregate(J, c)
+    record = plain(dict(a.state_dict()))
+    assert record["_extra_state"]["y"]["shape"] == [2, PLAIN_MAX_ELEMENTS]
+    assert record["_extra_state"]["y"]["dtype"] == "float32" and record["_extra_state"]["y"]["norm"] > 0
+    assert record["lambd"] == pytest.approx(a.lambd.tolist())  # small tensors are listed as before
+    model = torch.nn.Linear(1, 1)
+    assert replica_digest(model, a) == replica_digest(model, b)
+    b.y[1, -1] += 1e-3
+    assert replica_digest(model, a) != replica_digest(model, b)
