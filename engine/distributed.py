@@ -38,9 +38,26 @@ def replica_digest(model: nn.Module, method: nn.Module) -> str:
     h = hashlib.blake2b(digest_size=16)
     for _, p in sorted(model.named_parameters()):
         h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    # The method's state is small: its plain JSON form (exact floats) covers tensors and extra state alike.
-    h.update(json.dumps(plain(dict(method.state_dict())), sort_keys=True).encode())
+    _digest_state(h, dict(method.state_dict()))
     return h.hexdigest()
+
+
+def _digest_state(h, value) -> None:
+    """Feed a method's state into `h`: tensors by their bytes (some methods keep a tasks x n tensor, e.g.
+    MoCo's tracked gradients), dicts and lists item by item, anything else by its plain JSON form."""
+    if isinstance(value, torch.Tensor):
+        h.update(f"tensor {value.dtype} {tuple(value.shape)}".encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            h.update(f"key {key!s}".encode())
+            _digest_state(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"list {len(value)}".encode())
+        for item in value:
+            _digest_state(h, item)
+    else:
+        h.update(json.dumps(plain(value), sort_keys=True).encode())
 
 
 def check_replicas(model: nn.Module, method: nn.Module, step: int) -> dict:

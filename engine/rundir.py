@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import torch
 import yaml
 
 from engine.atomic import append_line, dumps, sweep_temp_files, write_text
@@ -102,9 +103,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+PLAIN_MAX_ELEMENTS = 4096
+
+
 def plain(value):
     """A method's state_dict as JSON values: tensors as (nested) lists, mappings and sequences element by
-    element (extra state such as FAMO's Adam moments included), other values as they are or by repr."""
+    element (extra state such as FAMO's Adam moments included), other values as they are or by repr. A
+    tensor of more than PLAIN_MAX_ELEMENTS elements (a tasks x n gradient state: MoCo, DB-MTL, ExcessMTL)
+    is summarised by its shape, dtype and norm instead of listed."""
+    if isinstance(value, torch.Tensor) and value.numel() > PLAIN_MAX_ELEMENTS:
+        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
+                "norm": float(torch.linalg.vector_norm(value.detach().double()))}
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, dict):

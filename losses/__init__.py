@@ -12,11 +12,16 @@ from torch import Tensor
 
 import tasks
 from losses.aligned_mtl import AlignedMTL
+from losses.auto_lambda import AutoLambda
 from losses.base import GradientMethod, LossMethod, Method, StepContext
 from losses.cagrad import CAGrad
 from losses.conflict_free import ConFIG
+from losses.cr_mogm import CRMOGM
+from losses.db_mtl import DBMTL
 from losses.dualproj import DualProj
 from losses.dwa import DWA
+from losses.excess_mtl import ExcessMTL
+from losses.fairgrad import FairGrad
 from losses.famo import FAMO
 from losses.fixed import FixedWeighting
 from losses.gls import GLS
@@ -27,10 +32,16 @@ from losses.gradvac import GradVac
 from losses.imtl_g import IMTLG
 from losses.imtl_l import IMTLL
 from losses.mgda import MGDA, MGDAUB
+from losses.moco import MoCo
+from losses.modo import MoDo
 from losses.nash_mtl import NashMTL
+from losses.pcd import PCD
 from losses.pcgrad import PCGrad
+from losses.rgw import RGW
 from losses.rlw import RLW
 from losses.scale_invariant import ScaleInvariant
+from losses.sdmgrad import SDMGrad
+from losses.stch import STCH
 from losses.uncertainty import UncertaintyWeighting
 from losses.upgrad import UPGrad
 
@@ -49,6 +60,7 @@ METHODS: dict[str, type[Method]] = {
     "imtl-l": IMTLL,
     "famo": FAMO,
     "gradnorm": GradNorm,
+    "stch": STCH,
     # gradient-space
     "gradient-mean": GradientMean,
     "pcgrad": PCGrad,
@@ -63,6 +75,16 @@ METHODS: dict[str, type[Method]] = {
     "gradvac": GradVac,
     "dualproj": DualProj,
     "config": ConFIG,
+    "fairgrad": FairGrad,
+    "db-mtl": DBMTL,
+    "excess-mtl": ExcessMTL,
+    "pcd": PCD,
+    "moco": MoCo,
+    "sdmgrad": SDMGrad,
+    "modo": MoDo,
+    "auto-lambda": AutoLambda,
+    "rgw": RGW,
+    "cr-mogm": CRMOGM,
 }
 
 

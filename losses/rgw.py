@@ -1,0 +1,23 @@
+"""Random Gradient Weighting (RGW): Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus
+Test for Multi-Task Learning" (TMLR 2022), Sec. 3 (the gradient-space counterpart of RLW), by TorchJD
+(torchjd.aggregation.Random).
+
+g = J^T w with w = softmax(z), z ~ N(0, I) drawn anew every step (LibMTL's RGW). The draw comes from
+torch's generator, which the training step seeds from (seed, step): every process and a resumed run draw
+the same weights.
+"""
+
+from __future__ import annotations
+
+from torchjd.aggregation import Random
+
+from losses.aggregator import AggregatorMethod
+from losses.base import GradientOptions
+
+
+class RGW(AggregatorMethod):
+    """Random convex combinations of the task gradients."""
+
+    def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        super().__init__(tasks, options)
+        self.aggregator = Random()
