@@ -66,6 +66,10 @@ class Record:
     def seed(self) -> int:
         return self.config.seed
 
+    def stored(self) -> dict:
+        """The record as its file holds it: the NaN metrics back as null."""
+        return self.data | {"metrics": self.data["metrics"] | dict.fromkeys(self.missing)}
+
 
 def record_from_run(run_dir: Path, preset: str) -> dict:
     """The record of a finished run directory: metrics.json's fields plus the learned-weight curves."""

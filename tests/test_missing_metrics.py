@@ -85,3 +85,22 @@ def test_a_small_val_set_with_nan_metrics_runs_to_a_table(synthetic_root, tmp_pa
     row = next(ln for ln in md.splitlines() if ln.startswith("| sd |"))
     assert "n/a (no valid pixel" in row
     assert os.environ["WANDB_MODE"] == "disabled"
+
+
+def test_a_record_rewritten_after_loading_keeps_its_null_metrics(tmp_path):
+    """The runner adds official scores to a loaded record and writes it back: a NaN metric stays null."""
+    from engine.atomic import write_json
+    from engine.config import Config
+    from experiments.records import load_records
+
+    cfg = Config()
+    paths = Paths(tmp_path / "configs", tmp_path / "runs", tmp_path / "results")
+    path = paths.records("p") / f"{cfg.identity()}.json"
+    write_json(path, {"config": cfg.to_dict(), "identity": cfg.identity(),
+                      "metrics": {"semantic/miou": 1.0, "depth/mean_error_px": None},
+                      "curves": {"step": [1, 2], "weight/depth": [None, 0.5]}})
+    rec = load_records(paths, "p")[cfg.identity()]
+    assert rec.missing == ("depth/mean_error_px",) and "depth/mean_error_px" not in rec.data["metrics"]
+    assert math.isnan(rec.data["curves"]["weight/depth"][0])
+    write_json(path, rec.stored())
+    assert json.loads(path.read_text())["metrics"] == {"semantic/miou": 1.0, "depth/mean_error_px": None}
