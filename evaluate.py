@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data.cityscapes import CityscapesMultiTask, DataError
+from data.cityscapes import CityscapesMultiTask, DataError, one_line
 from data.synthetic.profile import profile_problem
 from engine.atomic import write_json
 from engine.checkpoint import load_checkpoint, nonfinite_tensors
@@ -166,9 +166,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_outputs(out: Path | None, figures: Path | None) -> None:
+    """Refuse, before any frame is scored, an --out or --figures path that cannot be written."""
+    if out is not None:
+        if out.is_dir():
+            raise SystemExit(f"error: --out {out} is a directory; give a file name, e.g. {out / 'metrics.json'}")
+        parent = _existing_parent(out)
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise SystemExit(f"error: --out {out}: cannot write into {parent}")
+    if figures is not None:
+        if figures.exists() and not figures.is_dir():
+            raise SystemExit(f"error: --figures {figures} is a file; give a folder")
+        parent = _existing_parent(figures / "x")
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise SystemExit(f"error: --figures {figures}: cannot write into {parent}")
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest existing folder above `path` (where its missing folders would be created)."""
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run the command line; returns what --out would hold."""
+    """Run the command line; returns what --out would hold. Ctrl-C ends it with status 130, nothing written."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C); nothing more written", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    check_outputs(args.out, args.figures)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA GPU is usable here; use --device auto or cpu")
     try:
         cfg, model, step = load_model(args.checkpoint)
     except (FileNotFoundError, RuntimeError) as e:
@@ -201,16 +236,27 @@ def main(argv: list[str] | None = None) -> dict:
             report["metrics"] = evaluate_model(model, loader, device, amp_dtype, progress=True)
     except NonFiniteOutputError as e:
         raise SystemExit(f"error: {args.checkpoint}: {e}") from e
+    except DataError as e:  # e.g. a corrupt PNG read in a DataLoader worker: one line naming the file
+        raise SystemExit(f"error: {one_line(e)}") from None
     print(format_report(report["metrics"], report.get("official"), report.get("full_resolution")))
     if report.get("instance_ap"):
         print("\n".join(format_instance_ap(report["instance_ap"], report.get("grouping_s_per_frame", {}))))
 
+    failed = []
+    if args.out:  # first: the report is the expensive part, the figures can be drawn again
+        try:
+            write_json(args.out, report)  # atomic, strict JSON (NaN -> null)
+            print(f"wrote {args.out}")
+        except OSError as e:
+            failed.append(f"cannot write --out {args.out} ({e}); the report is printed above")
     if args.figures:
-        paths = write_figures(model, data, device, args.figures, args.num_figures, amp_dtype)
-        print(f"\nwrote {len(paths)} figure(s) to {args.figures}")
-    if args.out:
-        write_json(args.out, report)  # atomic, strict JSON (NaN -> null)
-        print(f"wrote {args.out}")
+        try:
+            paths = write_figures(model, data, device, args.figures, args.num_figures, amp_dtype)
+            print(f"\nwrote {len(paths)} figure(s) to {args.figures}")
+        except OSError as e:
+            failed.append(f"cannot write --figures {args.figures} ({e})")
+    if failed:
+        raise SystemExit("error: " + "\nerror: ".join(failed + report.get("errors", [])))
     if report.get("errors"):  # the numbers above stand; the missing official ones make the run a failure
         raise SystemExit("error: " + "\nerror: ".join(report["errors"]))
     return report

@@ -49,7 +49,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.config import ConfigError, name_problem
 from engine.lock import LockHeld
 from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
@@ -151,11 +151,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def preset_name(text: str) -> str:
+    """argparse type: a preset's name, a plain file stem (runs/NAME and results/NAME are written with it)."""
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"--preset {text!r}: {problem}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="+", help="list | all | aggregate | plan | curves [MANIFEST ...] | "
                                            "MANIFEST [MANIFEST ...]")
-    p.add_argument("--preset", help="configs/NAME.yaml, e.g. synthetic-cpu or paper_tiny")
+    p.add_argument("--preset", type=preset_name, help="configs/NAME.yaml, e.g. synthetic-cpu or paper_tiny")
     p.add_argument("--seeds", type=parse_seeds, help="comma-separated; replaces every row's seeds")
     p.add_argument("--jobs", type=int, default=None,
                    help="trainings at a time (default: one per GPU, else one per CPU core, each with one thread)")

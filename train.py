@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from data.cityscapes import CityscapesMultiTask, DataError, resolve_root
+from data.cityscapes import CityscapesMultiTask, DataError, one_line, resolve_root
 from data.resident import ResidentLoader, ResidentSplit
 from data.sampler import ResumableSampler, SeededItems
 from data.synthetic.profile import profile_problem
@@ -70,6 +70,11 @@ def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int
                                    cache=d.cache)
     val_set = CityscapesMultiTask(root, d.val_split, size=d.size, augment=False, limit=d.val_frames,
                                  cache=d.cache)
+    for key, split, data in (("train_frames", d.train_split, train_set), ("val_frames", d.val_split, val_set)):
+        asked = getattr(d, key)
+        if asked is not None and len(data) < asked:  # the config (and the identity) would claim more frames
+            raise ConfigError(f"data.{key}={asked} but split {split!r} of {root} has only {len(data)} frames; "
+                              f"set data.{key}={len(data)} or null (all frames)")
     per_rank_batch = cfg.optim.batch_size // world
     try:
         sampler = ResumableSampler(len(train_set), per_rank_batch, cfg.seed, rank, world, start_step=start_step)
@@ -139,6 +144,14 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None:
         check_same_experiment(cfg, ckpt["config"], run_dir)
+        bad = nonfinite_tensors({k: v for k, v in ckpt.items() if k in ("model", "method") and isinstance(v, dict)})
+        if bad:
+            raise CheckpointError(f"{ckpt_path} holds non-finite values ({', '.join(bad[:3])}"
+                                  f"{' ...' if len(bad) > 3 else ''}); not resumed: move it away to start again")
+        trained_on = ckpt.get("data_root")
+        if trained_on is not None and trained_on != str(root):  # data.root is not part of the identity
+            raise ConfigError(f"{run_dir} was trained on {trained_on} but this run reads {root}; resume with "
+                              f"data.root={trained_on}, or choose another run_dir")
     step = ckpt["step"] if ckpt is not None else 0
     loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda",
                                                        device=device)
@@ -174,7 +187,8 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
             states = [None] * world
             dist.all_gather_object(states, rng_state())
         if master:
-            save_checkpoint(ckpt_path, {"config": cfg.to_dict(), **parts.state_dict(), "rng": states, "step": step})
+            save_checkpoint(ckpt_path, {"config": cfg.to_dict(), **parts.state_dict(), "rng": states, "step": step,
+                                        "data_root": str(root)})
         return replicas
 
     log = JsonlLog(run_dir / "metrics.jsonl", enabled=master, wandb_mode=cfg.wandb, cfg=cfg, resume_step=step)
@@ -209,7 +223,7 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
 
     metrics = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
     if master:
-        log.write(step, {f"val/{k}": v for k, v in metrics.items()})
+        log.write_final(step, {f"val/{k}": v for k, v in metrics.items()})
         write_json(final_path, {
             "step": step, "iterations": cfg.optim.iterations, "metrics": metrics, "config": cfg.to_dict(),
             "identity": cfg.identity(), "identity_schema": IDENTITY_SCHEMA, "command": command or sys.argv,
@@ -256,10 +270,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\ninterrupted ({why}); {kept}; run the same command to resume", file=sys.stderr)
         raise SystemExit(exit_status(e)) from None
     except NonFiniteLossError as e:
-        sys.exit(f"error: {e}; stopped without saving, last good checkpoint kept: {ckpt_path}")
+        kept = f"last good checkpoint kept: {ckpt_path}" if ckpt_path.exists() else "no checkpoint saved yet"
+        sys.exit(f"error: {e}; stopped without saving, {kept}")
     except (ConfigError, DataError, ReplicaMismatchError, LockHeld, CheckpointError, NonFiniteOutputError,
             PretrainedWeightsMissing, OSError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {one_line(e)}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             n = json.loads((target / "index.json").read_text())["frames"]
             mb = sum(f.stat().st_size for f in target.iterdir()) / 2**20
             print(f"{split}: {n} frames -> {target} ({mb:.1f} MiB, {time.perf_counter() - start:.1f} s)")
-    except DataError as e:
+    except (DataError, OSError) as e:  # OSError: an --out that is a file or cannot be written
         sys.exit(f"error: {e}")
 
 

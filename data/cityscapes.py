@@ -6,6 +6,7 @@ Items are the dict of docs/design.md; see data/targets.py for the conventions.
 """
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,16 @@ from data.transforms import Augment, Sample, apply_geometry, hflip, jitter, norm
 
 class DataError(RuntimeError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error` as one line. An error raised in a DataLoader worker arrives re-raised with the
+    worker's whole traceback in its message: its last line holds the original message, which is kept."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ def find_frames(root: Path, split: str) -> list[Frame]:
         found = sorted(p.name for p in (root / "leftImg8bit").glob("*") if p.is_dir())
         raise DataError(f"{image_dir}: no such split directory (splits found: {found or 'none'})")
     frames = []
-    for image in sorted(image_dir.glob("*/*_leftImg8bit.png")):
+    for image in sorted(_images(image_dir)):
         name = image.name[: -len("_leftImg8bit.png")]
         city = image.parent.name
         gt = root / "gtFine" / split / city / f"{name}_gtFine"
@@ -95,6 +106,29 @@ def find_frames(root: Path, split: str) -> list[Frame]:
     if not frames:
         raise DataError(f"{image_dir}: no *_leftImg8bit.png files in its city folders")
     return frames
+
+
+def _images(image_dir: Path) -> list[Path]:
+    """Every */*_leftImg8bit.png under `image_dir`; a city folder that cannot be listed is an error (glob
+    would skip it, and its frames would silently be missing from training and evaluation)."""
+    images = []
+    try:
+        cities = sorted(os.scandir(image_dir), key=lambda e: e.name)
+        for city in cities:
+            if city.name.startswith(".") or not city.is_dir():
+                continue
+            try:
+                with os.scandir(city.path) as entries:
+                    images += [Path(e.path) for e in entries if e.name.endswith("_leftImg8bit.png")
+                               and not e.name.startswith(".")]
+            except OSError as e:
+                raise DataError(f"{city.path}: cannot list this city folder ({e.strerror}); its frames would be "
+                                "skipped") from e
+    except DataError:
+        raise
+    except OSError as e:
+        raise DataError(f"{image_dir}: cannot list the split folder ({e.strerror})") from e
+    return images
 
 
 def missing_files(frames: list[Frame]) -> list[Path]:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.cityscapes import CityscapesMultiTask
+from data.cityscapes import CityscapesMultiTask, DataError
 from data.labels import IGNORE_INDEX, TRAIN_PALETTE
 from data.transforms import MEAN, STD
 from engine.atomic import atomic_write_bytes
@@ -84,15 +84,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default=None, help="HxW to resize to (default: file size)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    size = None if args.size is None else tuple(int(v) for v in args.size.lower().split("x"))
-    dataset = CityscapesMultiTask(args.root, args.split, size=size)
-    if not 0 <= args.index < len(dataset):
-        parser.error(f"--index {args.index} is out of range: split {args.split!r} has {len(dataset)} frames")
-    picture = render(dataset[args.index])
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(picture[..., ::-1]))
-    if not ok:
-        raise SystemExit(f"error: {args.out}: could not encode the picture")
-    atomic_write_bytes(args.out, lambda f: f.write(png.tobytes()))
+    try:
+        size = None if args.size is None else tuple(int(v) for v in args.size.lower().split("x"))
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--size must be HxW with positive numbers, e.g. 128x256, got {args.size!r}")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory; give a PNG file name")
+    try:
+        dataset = CityscapesMultiTask(args.root, args.split, size=size)
+        if not 0 <= args.index < len(dataset):
+            parser.error(f"--index {args.index} is out of range: split {args.split!r} has {len(dataset)} frames")
+        picture = render(dataset[args.index])
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(picture[..., ::-1]))
+        if not ok:
+            raise SystemExit(f"error: {args.out}: could not encode the picture")
+        atomic_write_bytes(args.out, lambda f: f.write(png.tobytes()))
+    except (DataError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"{dataset.frames[args.index].name} -> {args.out}")
 
 

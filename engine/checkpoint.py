@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from engine.atomic import atomic_write_bytes
+from engine.stop import deferred_signals
 
 
 class CheckpointError(RuntimeError):
@@ -21,9 +22,11 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write `state` to `path` atomically; on any error (a full disk: torch says "unexpected pos") the
-    previous checkpoint stays as it was and a CheckpointError names the file."""
+    previous checkpoint stays as it was and a CheckpointError names the file. Ctrl-C or SIGTERM during the
+    write is delivered once the new checkpoint is in place."""
     try:
-        atomic_write_bytes(path, lambda f: torch.save(state, f))
+        with deferred_signals():
+            atomic_write_bytes(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:
         raise CheckpointError(f"cannot write checkpoint {path} ({type(e).__name__}: {e}); "
                               "the previous checkpoint, if any, is kept") from e

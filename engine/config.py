@@ -251,8 +251,16 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """yaml.safe_load, but a key given twice in one mapping is an error (not "the last one wins"), and
-    numbers are read as YAML 1.2 reads them: `1e-3` is a float (YAML 1.1 wants `1.0e-3`)."""
+    """yaml.safe_load, but a key given twice in one mapping is an error (not "the last one wins"),
+    numbers are read as YAML 1.2 reads them: `1e-3` is a float (YAML 1.1 wants `1.0e-3`), and aliases
+    (`*name`) are refused: a few lines of nested aliases expand to billions of nodes (an "alias bomb")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed "
+                              "in configs; write the value out")
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -439,7 +447,11 @@ def load_config(files=(), overrides=()) -> Config:
         path = Path(f)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = load_yaml(path.read_text(), str(path)) or {}
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:  # e.g. a binary file or a checkpoint given by mistake
+            raise ConfigError(f"{path}: cannot read it as a YAML config ({e})") from e
+        data = load_yaml(text, str(path)) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         try:
@@ -493,6 +505,14 @@ def build_method(cfg: Config):
         raise ConfigError(f"method {cfg.method.name!r}: {e}") from e
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` (a config's or a preset's) cannot name a folder under runs/ or results/, or None."""
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+        return "must be a plain name (no path separators, not starting with '.'), since runs/NAME and " \
+               "results/NAME are folders named by it"
+    return None
+
+
 def _validate(cfg: Config) -> None:
     """Value checks that the types alone do not catch."""
     def need(ok: bool, msg: str) -> None:
@@ -521,7 +541,12 @@ def _validate(cfg: Config) -> None:
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
         need(getattr(cfg, key) >= 1, f"{key} must be at least 1, got {getattr(cfg, key)}")
     need(cfg.val_every >= 0, f"val_every must be >= 0 (0: validate only at the end), got {cfg.val_every}")
-    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(name_problem(cfg.name) is None, f"name {cfg.name!r} {name_problem(cfg.name)}")
+    need(0 <= cfg.seed < 2**63, f"seed must be in [0, 2**63), got {cfg.seed}")
+    from models.resnet import BACKBONES  # here, not at the top: importing the config loads no torch model code
+
+    need(cfg.model.backbone in BACKBONES,
+         f"model.backbone must be one of {', '.join(sorted(BACKBONES))}, got {cfg.model.backbone!r}")
     for key in ("train_frames", "val_frames"):
         v = getattr(cfg.data, key)
         need(v is None or v >= 1, f"data.{key} must be at least 1 (or null for all frames), got {v}")
@@ -557,3 +582,8 @@ def _validate(cfg: Config) -> None:
     for key in ("size", "crop"):
         v = getattr(cfg.data, key)
         need(v is None or (v[0] > 0 and v[1] > 0), f"data.{key} must be positive, got {v}")
+        # The encoder divides each side by the output stride; with fewer than 2 features per side the
+        # pooled BatchNorm and the heads produce NaN or nonsense.
+        need(v is None or min(v) >= 2 * cfg.model.output_stride,
+             f"data.{key} must be at least {2 * cfg.model.output_stride} pixels on each side (twice "
+             f"model.output_stride={cfg.model.output_stride}), got {list(v) if v else v}")

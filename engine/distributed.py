@@ -21,6 +21,11 @@ def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun one process per GPU (or CPU process with gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
+    if device_setting == "cuda" and not torch.cuda.is_available():
+        from engine.config import ConfigError
+
+        raise ConfigError("device=cuda but no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+                          "use device=auto or device=cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -125,6 +126,20 @@ def plain(value):
     return repr(value)
 
 
+WANDB_MODES = {"disabled": "disabled", "offline": "offline", "online": "online", "dryrun": "offline", "run": "online"}
+
+
+def wandb_mode_of(configured: str) -> str:
+    """The wandb mode to use: $WANDB_MODE when set (wandb's own variable, so a cluster's setting wins), else
+    the config's `wandb`."""
+    env = os.environ.get("WANDB_MODE")
+    if not env:
+        return configured
+    if env not in WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={env!r} in the environment; expected one of {', '.join(WANDB_MODES)}")
+    return WANDB_MODES[env]
+
+
 def _logged_step(line: str) -> float:
     """Step of a metrics.jsonl line; a line cut short by a crash counts as after every checkpoint."""
     try:
@@ -133,14 +148,20 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Keep only the lines of metrics.jsonl logged at or before `step` (the checkpoint a run resumes from).
-    The kept lines go to a new file that replaces the old one atomically: an error on the way (a full
-    disk) leaves the old log whole, never an empty or half-written one."""
+def truncate_log(path: Path, step: int, drop=lambda row: False) -> None:
+    """Keep only the lines of metrics.jsonl logged at or before `step` (the checkpoint a run resumes from),
+    and of those not the ones `drop(row)` picks. The kept lines go to a new file that replaces the old one
+    atomically: an error on the way (a full disk) leaves the old log whole, never an empty or half-written
+    one. A damaged line other than the last (which a crash may cut short) is an error naming it."""
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [ln if ln.endswith("\n") else ln + "\n" for ln in lines if _logged_step(ln) <= step]
+    for i, line in enumerate(lines[:-1], 1):
+        if line.strip() and _logged_step(line) == math.inf:
+            raise ConfigError(f"{path}:{i} is damaged (not a JSON object with a step) and is not the last line; "
+                              "repair or delete that line, then run again")
+    kept = [ln if ln.endswith("\n") else ln + "\n" for ln in lines
+            if _logged_step(ln) <= step and not drop(json.loads(ln))]
     if kept != lines:
         write_text(path, "".join(kept))
 
@@ -154,7 +175,10 @@ class JsonlLog:
         if enabled:  # drop lines logged after the checkpoint we resume from
             truncate_log(path, resume_step)
         self.scalars = ScalarLogs(path, enabled, resume_step)  # metrics.csv (+ TensorBoard if installed)
+        wandb_mode = wandb_mode_of(wandb_mode)
         if enabled and wandb_mode != "disabled":
+            if wandb_mode == "offline":  # no network at all: wandb's error reports (Sentry) go out even offline
+                os.environ["WANDB_ERROR_REPORTING"] = "false"
             import wandb
 
             run_dir = path.parent
@@ -168,6 +192,13 @@ class JsonlLog:
         self.scalars.write(step, row)
         if self.wandb is not None:
             self.wandb.log(row, step=step)
+
+    def write_final(self, step: int, row: dict) -> None:
+        """The final validation line: replaces one an earlier attempt logged at the same step (its metrics.json
+        write failed, then the run was started again), so validation is never logged twice."""
+        if self.enabled:
+            truncate_log(self.path, step, drop=lambda r: r.get("step") == step and any(k in r for k in row))
+        self.write(step, row)
 
     def close(self) -> None:
         self.scalars.close()

@@ -40,3 +40,26 @@ def stop_signals():
 def exit_status(interruption: BaseException) -> int:
     """130 for Ctrl-C (KeyboardInterrupt), 143 for SIGTERM (Terminated)."""
     return SIGTERM_STATUS if isinstance(interruption, Terminated) else SIGINT_STATUS
+
+
+@contextlib.contextmanager
+def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C and SIGTERM back inside (e.g. while a checkpoint is written: torch.save turns an
+    exception raised in its write into an "unexpected pos" RuntimeError) and deliver the first one
+    after the block, to the handler that was in place. Main thread only; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        handler = previous[received[0]]
+        if callable(handler):
+            handler(received[0], None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(received[0])

@@ -35,6 +35,32 @@ def summarize(values: list[float]) -> dict:
             "n": len(values), "values": list(values)}
 
 
+# Why a run's metric can be NaN (null in its JSON): see evaluation/accumulators.py.
+MISSING_REASONS = {
+    "semantic/miou": "no class in the ground truth or the predictions of the val split",
+    "semantic/pixel_acc": "no labelled pixel in the val split",
+}
+MISSING_REGRESSION = "no valid pixel of the task in the val split"
+
+
+def missing_reason(metric: str) -> str:
+    """Why `metric` is NaN in a run's metrics (null in its JSON)."""
+    if metric in MISSING_REASONS:
+        return MISSING_REASONS[metric]
+    if metric.startswith("semantic/iou/"):
+        return "class in neither the ground truth nor the predictions of the val split"
+    return MISSING_REGRESSION if metric in METRICS and METRICS[metric].unit == "px" else "NaN in the run's metrics"
+
+
+def summarize_with_missing(values: list[float], metric: str, missing_seeds: list[int]) -> dict | None:
+    """`summarize(values)` plus, when some seeds measured NaN, {"missing": {"seeds", "reason"}}; a summary
+    with mean None and n 0 when every seed did; None when nothing was run."""
+    if not missing_seeds:
+        return summarize(values) if values else None
+    out = summarize(values) if values else {"mean": None, "std": None, "n": 0, "values": []}
+    return out | {"missing": {"seeds": sorted(missing_seeds), "reason": missing_reason(metric)}}
+
+
 def paper_values(paper: dict, manifest: Manifest, row: Row) -> dict[str, float | None]:
     """{metric: the paper's value} for the row's paper reference ({} without one)."""
     section = paper.get(manifest.paper) if manifest.paper else None
@@ -70,9 +96,9 @@ def unit_factor(size, paper_size) -> float | None:
 def in_paper_units(ours: dict[str, dict | None], factor: float | None) -> dict[str, dict | None]:
     """`ours` ({metric: summary}) with the pixel metrics multiplied by `factor` (unchanged without one)."""
     def convert(metric: str, s: dict | None) -> dict | None:
-        if s is None or factor is None or METRICS[metric].unit != "px":
+        if s is None or factor is None or METRICS[metric].unit != "px" or not s["values"]:
             return s
-        return summarize([v * factor for v in s["values"]])
+        return summarize([v * factor for v in s["values"]]) | ({"missing": s["missing"]} if "missing" in s else {})
 
     return {m: convert(m, s) for m, s in ours.items()}
 
@@ -132,7 +158,8 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         for col in manifest.columns:
             if METRICS[col.metric].task in cfg.tasks:
                 values = [r.data["metrics"][col.metric] for r in found if col.metric in r.data["metrics"]]
-                ours[col.metric] = summarize(values) if values else None
+                na = [r.seed for r in found if col.metric in r.missing]  # measured NaN: n/a, with the reason
+                ours[col.metric] = summarize_with_missing(values, col.metric, na)
         weights = final_weights(found)
         method = (f"fixed: {row.weights_from}'s final weights of the same seed" if row.weights_from else
                   method_class(cfg.method.name).describe(cfg.method.name, cfg.method.selected, cfg.tasks))
@@ -237,7 +264,8 @@ def settle_columns(found: list[Record], tolerance: float) -> dict:
             step = settle_step(curves["step"], series, tolerance)
             if step is not None:
                 steps.append(float(step))
-            finals.append(series[-1])
+            if math.isfinite(series[-1]):
+                finals.append(series[-1])
         out["tasks"][task] = {"settle_step": summarize(steps) if steps else None,
                               "final_sigma2": summarize(finals) if finals else None}
     return out
@@ -276,9 +304,14 @@ def official_columns(found: list[Record], grouping: list[str]) -> dict:
     for key in ("depth/mean_error_px", "depth/rmse_px"):
         out["depth"][key] = summary(lambda o, key=key: (o.get("full_resolution") or {}).get(key))
         out["depth"][key + "@2048"] = summary(
-            lambda o, key=key: (o.get("full_resolution") or {}).get(key, math.nan) * REFERENCE_WIDTH / width
+            lambda o, key=key: _times((o.get("full_resolution") or {}).get(key), REFERENCE_WIDTH / width)
             if width else None)
     return out
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    """value x factor; None (a NaN that strict JSON wrote as null) stays None."""
+    return None if value is None else value * factor
 
 
 def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | None:

@@ -132,7 +132,7 @@ def load_manifest(path: Path) -> Manifest:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the manifest ({e})") from e
     data = load_yaml(text, str(path))
     _keys(data, _MANIFEST_KEYS, str(path))

@@ -10,7 +10,8 @@ regenerates every committed table, and results accumulate across machines and da
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -37,10 +38,12 @@ def read_json(path: Path) -> dict:
 
 @dataclass
 class Record:
-    """One run record and the config it was trained with."""
+    """One run record and the config it was trained with. `missing`: the metrics its run measured as NaN
+    (null in the JSON), kept out of data["metrics"] so every mean is over the seeds that have a value."""
 
     path: Path
     data: dict
+    missing: tuple[str, ...] = field(default=())
 
     @cached_property
     def config(self) -> Config:
@@ -62,6 +65,10 @@ class Record:
     @property
     def seed(self) -> int:
         return self.config.seed
+
+    def stored(self) -> dict:
+        """The record as its file holds it: the NaN metrics back as null."""
+        return self.data | {"metrics": self.data["metrics"] | dict.fromkeys(self.missing)}
 
 
 def record_from_run(run_dir: Path, preset: str) -> dict:
@@ -111,6 +118,20 @@ def load_records(paths: Paths, preset: str) -> dict[str, Record]:
         data = read_json(path)
         if "metrics" not in data or "config" not in data:
             raise ValueError(f"{path}: not a run record (needs metrics and config)")
-        record = Record(path, data)
+        record = Record(path, data, without_nulls(data))
         out.setdefault(record.identity, record)
     return out
+
+
+def without_nulls(data: dict) -> tuple[str, ...]:
+    """Take the null (NaN when measured) metrics out of a record's data["metrics"] and return their names;
+    null points of its curves become NaN, which every reader of a curve skips."""
+    metrics = data["metrics"] if isinstance(data["metrics"], dict) else {}
+    missing = tuple(sorted(k for k, v in metrics.items() if v is None))
+    for k in missing:
+        del metrics[k]
+    for key in ("curves", "val_curves"):
+        for name, series in (data.get(key) or {}).items():
+            if name != "step" and isinstance(series, list):
+                series[:] = [math.nan if v is None else v for v in series]
+    return missing

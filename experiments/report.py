@@ -24,14 +24,37 @@ class FewerResultsError(ValueError):
     """Aggregation would replace a table with one holding fewer results."""
 
 
-def fmt_cell(summary: dict | None, digits: int, applicable: bool = True) -> str:
-    """'mean ± std' (std only over several seeds), 'missing' without results, '—' where not applicable."""
+def fmt_cell(summary: dict | None, digits: int, applicable: bool = True, seeds: int | None = None) -> str:
+    """'mean ± std' (std only over several seeds), 'missing' without results, '—' where not applicable,
+    'n/a (why)' where every seed measured NaN. ' (n=k)' follows a mean taken over fewer than the row's
+    `seeds` (the others measured NaN)."""
     if not applicable:
         return "—"
     if summary is None:
         return "missing"
+    if summary["mean"] is None:
+        return f"n/a ({summary['missing']['reason']})" if summary.get("missing") else "n/a"
     text = f"{summary['mean']:.{digits}f}"
-    return text + (f" ± {summary['std']:.{digits}f}" if summary["std"] is not None else "")
+    text += f" ± {summary['std']:.{digits}f}" if summary["std"] is not None else ""
+    n = summary.get("n")
+    return text + (f" (n={n})" if seeds is not None and n is not None and n < seeds else "")
+
+
+def missing_lines(t: dict) -> list[str]:
+    """Below a table: every mean taken over fewer seeds than its row has, with the seeds and the reason."""
+    lines = []
+    for row in t["rows"]:
+        for col in t["columns"]:
+            s = (row.get("ours") or {}).get(col["metric"])
+            if s and s.get("missing"):
+                m = s["missing"]
+                seeds = ",".join(map(str, m["seeds"]))
+                lines.append(f"- **{row['name']}**, {col['title']}: n/a on seed{'s' if len(m['seeds']) > 1 else ''} "
+                             f"{seeds} ({m['reason']}); shown over n={s['n']} seed{'' if s['n'] == 1 else 's'}")
+    if not lines:
+        return []
+    return ["", "Values not measured (NaN in the run's metrics, shown as n/a; each mean is over the other seeds):",
+            "", *lines]
 
 
 def fmt_paper(value, applicable: bool = True) -> str:
@@ -101,14 +124,14 @@ def benchmark_markdown(t: dict) -> str:
         cells = [row["label"], "single task" if row["baseline"] else row["kind"]]
         for col in t["columns"]:
             ok = col["metric"] in row["ours"]
-            cells.append(fmt_cell(row["ours"].get(col["metric"]), col["digits"], ok))
+            cells.append(fmt_cell(row["ours"].get(col["metric"]), col["digits"], ok, len(row["seeds"])))
         d = row["delta_m"]
         cells += [fmt_interval(d["pooled"]) if d else "—", fmt_interval(d["per_task"]) if d else "—"]
         ov = row["overheads"]
         cells += [f"{ov['step_time_rel']:.2f}" if ov else "—", f"{ov['peak_memory_mib']:.0f}" if ov else "—",
                   _passes_cell(ov), f"{ov.get('forward_passes', 1):g}" if ov else "—", _seeds_cell(row)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + _provenance(t["rows"])) + "\n"
+    return "\n".join(lines + missing_lines(t) + _provenance(t["rows"])) + "\n"
 
 
 def _size(size) -> str:
@@ -269,7 +292,7 @@ def markdown(t: dict) -> str:
         unconverted = t.get("units", {}).get("paper_size") and row.get("units", {}).get("factor") is None
         for col in t["columns"]:
             ok = col["metric"] in row["ours"]
-            cell = fmt_cell(shown.get(col["metric"]), col["digits"], ok)
+            cell = fmt_cell(shown.get(col["metric"]), col["digits"], ok, len(row["seeds"]))
             if unconverted and ok and METRICS[col["metric"]].unit == "px":
                 cell += " †"
             cells.append(cell)
@@ -277,6 +300,7 @@ def markdown(t: dict) -> str:
                 cells.append(fmt_paper(row["paper"].get(col["metric"]), ok))
         cells.append(_seeds_cell(row))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += missing_lines(t)
     if any(r["x_learned"] for r in t["rows"] if t["x"]):
         lines += ["", f"'learned': the {t['x']['task']} task's share of the effective task weights uncertainty "
                   "weighting reaches at the end of training (mean over seeds)."]

@@ -342,7 +342,7 @@ def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[
             out = read_json(run_dir / "official.json")
             record.data["official"] = {"command": ["python", *cmd[1:]], "git_commit": git_commit()} | {
                 k: out[k] for k in OFFICIAL_KEYS if k in out}
-            write_json(record.path, record.data)
+            write_json(record.path, record.stored())
     for name, reason in failed:
         print(f"FAILED {name}: {reason}", flush=True)
     return failed

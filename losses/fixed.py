@@ -43,6 +43,9 @@ class FixedWeighting(LossMethod):
             raise ValueError(f"weights given for task(s) {extra} that are not trained; trained tasks are "
                              f"{list(self.tasks)}")
         self.weights: dict[str, float] = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        if not any(self.weights.values()):  # the total loss would be 0: a model that learns nothing
+            raise ValueError(f"every trained task weighs 0 ({self.weights}): nothing would be learned; give at "
+                             "least one task a positive weight")
 
     @classmethod
     def describe(cls, name: str, options: FixedOptions, tasks: tuple[str, ...]) -> str:

@@ -25,19 +25,43 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _count(text: str) -> int:
+    """argparse type: a number of frames, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--train", type=int, default=300, help="number of train frames")
-    parser.add_argument("--val", type=int, default=100, help="number of val frames")
+    parser.add_argument("--train", type=_count, default=300, help="number of train frames")
+    parser.add_argument("--val", type=_count, default=100, help="number of val frames")
     parser.add_argument("--size", type=_parse_size, default=(256, 512), help="HxW, e.g. 256x512")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all usable cores)")
+    parser.add_argument("--workers", type=_workers, default=None, help="processes (default: all usable cores)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE,
                         help=f"scene parameters (default {DEFAULT_PROFILE}; see data/synthetic/profile.py)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = generate(args.out, args.train, args.val, args.size, args.seed, args.workers, args.profile)
+    try:
+        out = generate(args.out, args.train, args.val, args.size, args.seed, args.workers, args.profile)
+    except (OSError, ValueError) as e:  # --out a file, unwritable, a foreign folder...
+        sys.exit(f"error: --out {args.out}: {e}")
     print(f"wrote {args.train} train + {args.val} val frames at {args.size[0]}x{args.size[1]} to {out} "
           f"(profile {args.profile}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
