@@ -12,8 +12,8 @@ from matplotlib.patches import Patch
 
 from data import show
 from data.cityscapes import CityscapesMultiTask
-from data.labels import CLASS_NAMES, ID_TO_TRAINID, INSTANCE_IDS, TRAIN_PALETTE
 from engine.atomic import atomic_write_bytes
+from tasks.labels import CLASS_NAMES, ID_TO_TRAINID, INSTANCE_IDS, TRAIN_PALETTE
 
 # trainIds of the classes whose objects are instances (person ... bicycle).
 INSTANCE_TRAIN_IDS = torch.tensor(sorted(int(ID_TO_TRAINID[i]) for i in INSTANCE_IDS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
+import tasks as task_registry  # (the name `tasks` is a parameter below)
 from evaluation.metrics import MultiTaskMetrics
 
 

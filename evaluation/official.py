@@ -43,8 +43,8 @@ from torch.utils.data import DataLoader, Dataset
 
 import tasks
 from data.cityscapes import CityscapesMultiTask
-from data.labels import NUM_CLASSES, TRAINID_TO_ID
 from evaluation.metrics import MultiTaskMetrics
+from tasks.labels import NUM_CLASSES, TRAINID_TO_ID
 
 GT_SUFFIX = "_gtFine_labelIds.png"
 PRED_SUFFIX = "_pred.png"

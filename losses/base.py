@@ -40,8 +40,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-# How a task's likelihood is modelled (tasks.py gives each task one): decides e.g. the uncertainty form.
-KINDS = ("classification", "regression")
+from tasks import KINDS  # how a task's likelihood is modelled: "classification" | "regression"
+
 # The two kinds of method, in the order they are listed.
 METHOD_KINDS = ("loss", "gradient")
 

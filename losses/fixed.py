@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
+import tasks as task_registry  # (the name `tasks` is a parameter below)
 from losses.base import LossMethod, StepContext
 from losses.registry import register
 
