@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader
 
 from data.cityscapes import CityscapesMultiTask, DataError
 from data.synthetic.profile import profile_problem
-from engine.atomic import write_json
 from engine.checkpoint import load_checkpoint, nonfinite_tensors
 from engine.config import Config, ConfigError, config_from_dict
 from evaluation import MultiTaskMetrics, NonFiniteOutputError, evaluate_model
 from evaluation.figures import write_figures
 from evaluation.instances import METHODS as GROUPING_METHODS
 from evaluation.official import evaluate_official
+from infra.atomic import write_json
 from tasks import METRICS
 
 __all__ = ["MultiTaskMetrics", "evaluate_model", "main"]

@@ -45,8 +45,6 @@ import time
 from pathlib import Path
 
 from engine.config import ConfigError
-from engine.lock import LockHeld
-from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
 from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, for_preset, list_manifests
@@ -61,6 +59,8 @@ from experiments.runner import (
     trainings_at_once,
     visible_gpus,
 )
+from infra.lock import LockHeld
+from infra.stop import Terminated, exit_status, stop_signals
 from losses import METHODS, method_lines
 
 

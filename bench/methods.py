@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from bench.train import build as build_config
-from engine.atomic import write_json
 from engine.config import ConfigError
-from engine.rundir import git_commit
 from engine.step import StepParts, train_step
 from experiments.layout import Paths, rel
 from experiments.manifest import find_manifests
 from experiments.plan import resolve
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 REFERENCE = "fixed"
 

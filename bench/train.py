@@ -48,11 +48,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.atomic import write_json
 from engine.build import build_parts
 from engine.config import load_config
-from engine.rundir import git_commit
 from engine.step import train_step
+from infra.atomic import write_json
+from infra.provenance import git_commit
 from tasks import TASK_SPECS
 
 # Dense (no structured sparsity) peak TFLOP/s from NVIDIA's datasheets: bf16 (= fp16) and TF32 on

@@ -47,7 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.cityscapes import DataError, Frame, find_frames, read_sample, resolve_root
+from data.frames import DataError, Frame, find_frames, read_sample, resolve_root
 from data.transforms import Augment, Sample, resize
 
 FORMAT = 1  # bump when the cached arrays or the loader steps before them change meaning

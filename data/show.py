@@ -15,7 +15,7 @@ import torch
 from data.cityscapes import CityscapesMultiTask
 from data.labels import IGNORE_INDEX, TRAIN_PALETTE
 from data.transforms import MEAN, STD
-from engine.atomic import atomic_write_bytes
+from infra.atomic import atomic_write_bytes
 
 
 def image_rgb(image: torch.Tensor) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.atomic import atomic_write_bytes
+from infra.atomic import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engine.rundir import plain
+from infra.atomic import plain
 
 
 class ReplicaMismatchError(RuntimeError):

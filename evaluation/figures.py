@@ -12,7 +12,7 @@ from matplotlib.patches import Patch
 
 from data import show
 from data.cityscapes import CityscapesMultiTask
-from engine.atomic import atomic_write_bytes
+from infra.atomic import atomic_write_bytes
 from tasks.labels import CLASS_NAMES, ID_TO_TRAINID, INSTANCE_IDS, TRAIN_PALETTE
 
 # trainIds of the classes whose objects are instances (person ... bicycle).

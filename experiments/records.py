@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from engine.atomic import write_json
 from engine.config import Config, ConfigError, config_from_dict
 from experiments import plots
 from experiments.layout import Paths
+from infra.atomic import write_json
 
 # Keys copied from a run's metrics.json.
 FINAL_KEYS = ("step", "iterations", "metrics", "config", "identity", "identity_schema", "command", "git_commit",
