@@ -50,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.build import build_parts
 from engine.config import load_config
+from engine.distributed import pick_device
 from engine.step import train_step
 from infra.atomic import write_json
 from infra.provenance import git_commit
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     configs = {"config": cfg}

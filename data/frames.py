@@ -44,16 +44,24 @@ class Frame:
         }
 
 
+def root_setting(*given: str | os.PathLike | None) -> str | None:
+    """The dataset root: the first of `given` that is set (e.g. --root, then the config's data.root), else
+    $CITYSCAPES_DATASET; None when none is."""
+    for root in given:
+        if root is not None and str(root):
+            return str(root)
+    return os.environ.get("CITYSCAPES_DATASET") or None
+
+
 def resolve_root(root: str | os.PathLike | None) -> Path:
     """`root`, or $CITYSCAPES_DATASET when None; raise if neither names a directory."""
     if root is None:
-        env = os.environ.get("CITYSCAPES_DATASET")
-        if not env:
+        root = root_setting()
+        if root is None:
             raise DataError(
                 "no dataset root given and $CITYSCAPES_DATASET is not set; pass root= or set it "
                 "(e.g. to datasets/synthetic-cityscapes made by `python -m data.synthetic`)"
             )
-        root = env
     path = Path(root)
     if not path.is_dir():
         raise DataError(f"{path}: dataset root is not a directory")

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 import tasks
 from data.cityscapes import CityscapesMultiTask
 from evaluation.metrics import MultiTaskMetrics
+from models import autocast_forward
 from tasks.labels import NUM_CLASSES, TRAINID_TO_ID
 
 GT_SUFFIX = "_gtFine_labelIds.png"
@@ -339,8 +340,7 @@ def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device:
         for i, (batch, gt) in enumerate(loader):
             batch = {k: v.to(device) for k, v in batch.items()}
             gt = {k: v.to(device) for k, v in gt.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(batch["image"])
+            outputs = autocast_forward(model, batch["image"], amp_dtype)
             at_input.update(outputs, batch)
             outputs = to_full_resolution(outputs, tuple(gt["semantic"].shape[-2:]))
             at_full.update(outputs, gt)
