@@ -132,3 +132,35 @@ def test_the_listing_order_is_loss_space_first_then_by_order():
     kinds = [METHODS[n].kind for n in names]
     assert kinds == sorted(kinds, key=("loss", "gradient").index)
     assert [line.split()[0] for line in method_lines()] == names
+
+
+def test_the_extending_guide_examples_register_and_compute_what_they_say():
+    """docs/extending.md's two methods, as printed: each registers from its own code, loads from a config,
+    and computes its formula."""
+    import re
+
+    import torch
+
+    from engine.config import build_method, load_config
+    from losses.base import StepContext
+
+    text = (ROOT / "docs" / "extending.md").read_text()
+    blocks = dict(re.findall(r"```python\n# (losses/\w+\.py)\n(.*?)```", text, re.S))
+    assert set(blocks) == {"losses/initial_ratio.py", "losses/unit_sum.py"}
+    assert 20 <= len(blocks["losses/initial_ratio.py"].splitlines()) <= 40
+    try:
+        for name, code in blocks.items():
+            exec(compile(code, name, "exec"), {"__name__": name})
+        assert {"initial-ratio", "unit-sum"} <= set(METHODS)
+        m = build_method(load_config([], ["method.name=initial-ratio", "method.initial-ratio.eps=1e-6"]))
+        losses = dict(zip(m.tasks, map(torch.tensor, (2.0, 4.0, 0.5))))
+        ctx = StepContext(step=0, epoch=0, steps_per_epoch=1, iterations=1, losses=losses)
+        total, logs = m(losses, ctx)
+        assert float(total) == pytest.approx(3.0) and float(logs["weight/depth"]) == pytest.approx(2.0)
+        g = build_method(load_config([], ["method.name=unit-sum"]))
+        J = torch.tensor([[3.0, 4.0], [0.0, 1.0], [1.0, 0.0]])  # norms 5, 1, 1: mean 7/3
+        torch.testing.assert_close(g.aggregate(J), 7 / 3 * torch.tensor([0.6 + 1.0, 0.8 + 1.0]))
+        assert float(g.logs()["weight/semantic"]) == pytest.approx(7 / 15)
+    finally:
+        for name in ("initial-ratio", "unit-sum"):
+            METHODS.pop(name, None)
