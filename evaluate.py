@@ -28,14 +28,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.cityscapes import CityscapesMultiTask, DataError, one_line
+from data.frames import root_setting
 from data.synthetic.profile import profile_problem
-from engine.atomic import write_json
 from engine.checkpoint import load_checkpoint, nonfinite_tensors
 from engine.config import Config, ConfigError, config_from_dict
+from engine.distributed import pick_device
 from evaluation import MultiTaskMetrics, NonFiniteOutputError, evaluate_model
 from evaluation.figures import write_figures
 from evaluation.instances import METHODS as GROUPING_METHODS
 from evaluation.official import evaluate_official
+from infra.atomic import write_json
 from tasks import METRICS
 
 __all__ = ["MultiTaskMetrics", "evaluate_model", "main"]
@@ -66,7 +68,7 @@ def load_model(path: str | Path) -> tuple[Config, torch.nn.Module, int]:
 
 def dataset_root(cli_root: str | None, cfg: Config) -> str:
     """--root, else the config's data.root, else $CITYSCAPES_DATASET."""
-    root = cli_root or cfg.data.root or os.environ.get("CITYSCAPES_DATASET")
+    root = root_setting(cli_root, cfg.data.root)
     if not root:
         raise SystemExit("error: no dataset root: pass --root, or set data.root in the config or $CITYSCAPES_DATASET")
     return root
@@ -208,8 +210,7 @@ def _main(argv: list[str] | None = None) -> dict:
         cfg, model, step = load_model(args.checkpoint)
     except (FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from e
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    device = pick_device(args.device)
     model.to(device)
     amp_dtype = cfg.autocast_dtype(device.type)
     split = args.split or cfg.data.val_split

@@ -50,8 +50,6 @@ import time
 from pathlib import Path
 
 from engine.config import ConfigError, name_problem
-from engine.lock import LockHeld
-from engine.stop import Terminated, exit_status, stop_signals
 from experiments.aggregate import load_paper
 from experiments.estimate import confirm_start, plan_report
 from experiments.layout import ROOT, Paths, rel
@@ -68,6 +66,8 @@ from experiments.runner import (
     visible_gpus,
 )
 from experiments.sweep import parse_grid, parse_set, sweep_manifests
+from infra.lock import LockHeld
+from infra.stop import Terminated, exit_status, stop_signals
 from losses import METHODS, method_lines
 
 

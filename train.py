@@ -6,7 +6,7 @@
 The run directory (`run_dir`, default runs/<config name>/<experiment identity>) holds config.yaml,
 checkpoint.pt, metrics.jsonl (training logs) and, once finished, metrics.json (final validation metrics).
 Running the same command again resumes an interrupted run; a finished run is not retrained. One
-training at a time per run directory: a second one stops at once, naming the first (engine/lock.py).
+training at a time per run directory: a second one stops at once, naming the first (infra/lock.py).
 Ctrl-C and SIGTERM keep the last checkpoint and exit with status 130 / 143; errors are one line
 ("error: ...") with status 1. The training step itself is engine/step.py; the method (`method.name`) is
 any entry of losses.METHODS.
@@ -30,7 +30,6 @@ from data.resident import ResidentLoader, ResidentSplit
 from data.sampler import ResumableSampler, SeededItems
 from data.synthetic.profile import profile_problem
 from data.transforms import Augment
-from engine.atomic import write_json
 from engine.build import build_parts
 from engine.checkpoint import (
     CheckpointError,
@@ -42,11 +41,13 @@ from engine.checkpoint import (
 )
 from engine.config import IDENTITY_SCHEMA, Config, ConfigError, load_config
 from engine.distributed import ReplicaMismatchError, check_replicas, init_distributed
-from engine.lock import LockHeld
-from engine.rundir import JsonlLog, check_same_experiment, git_commit, locked_run_dir, plain, read_final, write_config
+from engine.rundir import JsonlLog, check_same_experiment, locked_run_dir, read_final, write_config
 from engine.step import LossWindow, NonFiniteLossError, train_step
-from engine.stop import Terminated, exit_status, stop_signals
 from evaluation import NonFiniteOutputError, evaluate_model
+from infra.atomic import plain, write_json
+from infra.lock import LockHeld
+from infra.provenance import git_commit
+from infra.stop import Terminated, exit_status, stop_signals
 from models.pretrained import PretrainedWeightsMissing, check_initial_weights
 from tasks import METRICS
 

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.atomic import write_json
-from engine.rundir import git_commit
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 METRICS = ("semantic/miou", "semantic/pixel_acc", "instance/mean_error_px", "depth/mean_error_px", "depth/rmse_px")
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data.cache import parse_size, write_split
+from data.cache import write_split
 from data.cityscapes import CityscapesMultiTask, decode_frame
-from data.transforms import Augment
-from engine.atomic import write_json
-from engine.rundir import git_commit
+from data.transforms import Augment, parse_size
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 
 def time_per_item(fn, n: int, repeats: int = 3) -> float:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from data.cityscapes import CityscapesMultiTask
-from engine.atomic import write_json
-from engine.rundir import git_commit
 from evaluation.instances import METHODS, REFERENCE_WIDTH, group_instances
 from evaluation.official import run_instance_level, write_instance_predictions
 from experiments.layout import ROOT, rel
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 
 def inputs(data: CityscapesMultiTask, noise: float, seed: int = 0) -> dict[str, list]:

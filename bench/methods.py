@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 
 from bench.train import build as build_config
-from engine.atomic import write_json
 from engine.config import ConfigError
-from engine.rundir import git_commit
+from engine.distributed import pick_device
 from engine.step import StepParts, train_step
 from experiments.layout import Paths, rel
 from experiments.manifest import find_manifests
 from experiments.plan import resolve
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 REFERENCE = "fixed"
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    device = torch.device("cuda" if torch.cuda.is_available() and runs[0].config.device != "cpu" else "cpu")
+    device = pick_device(runs[0].config.device)
     built = {}
     for run in runs:
         parts, batch = build(run, device)

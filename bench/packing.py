@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.atomic import write_json
 from engine.config import load_config
-from engine.rundir import git_commit
 from experiments.layout import ROOT, TRAIN_SCRIPT
 from experiments.runner import cpu_count, die_with_parent, job_env, visible_gpus
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 
 def device_name(gpus: list[str]) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from infra.provenance import ROOT
 
 
 def _pct(v) -> str:

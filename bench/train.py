@@ -48,12 +48,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.atomic import write_json
-from engine.build import build_parts
+from engine.build import build_parts, random_batch  # noqa: F401 (re-exported)
+from engine.build import random_batch_parts as build
 from engine.config import load_config
-from engine.rundir import git_commit
+from engine.distributed import pick_device
 from engine.step import train_step
-from tasks import TASK_SPECS
+from infra.atomic import write_json
+from infra.provenance import git_commit
 
 # Dense (no structured sparsity) peak TFLOP/s from NVIDIA's datasheets: bf16 (= fp16) and TF32 on
 # tensor cores, plain float32 on CUDA cores. The H200 has the H100 SXM's compute (more memory).
@@ -87,28 +88,6 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e12
-
-
-def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch with the sample dict's keys, shapes and dtypes (docs/design.md)."""
-    g = torch.Generator().manual_seed(0)
-    b = {
-        "image": torch.randn(batch, 3, h, w, generator=g),
-        "semantic": torch.randint(0, TASK_SPECS["semantic"].channels, (batch, h, w), generator=g),
-        "instance": torch.randn(batch, 2, h, w, generator=g) * 10,
-        "instance_mask": torch.rand(batch, h, w, generator=g) < 0.2,
-        "depth": torch.rand(batch, 1, h, w, generator=g) * 5,
-        "depth_mask": torch.rand(batch, h, w, generator=g) < 0.8,
-    }
-    return {k: v.to(device) for k, v in b.items()}
-
-
-def build(cfg, device: torch.device):
-    """(parts, batch): the training parts of `cfg` in train mode and a random batch of its size."""
-    h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
-    parts = build_parts(cfg, device, steps_per_epoch=10**9, pretrained=False)  # speed: initial weights do not matter
-    parts.model.train()
-    return parts, random_batch(cfg.optim.batch_size, h, w, device)
 
 
 def naive(cfg):
@@ -232,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     configs = {"config": cfg}

@@ -47,8 +47,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.cityscapes import DataError, Frame, find_frames, read_sample, resolve_root
-from data.transforms import Augment, Sample, resize
+from data.frames import DataError, Frame, find_frames, read_sample, resolve_root
+from data.transforms import Augment, Sample, parse_size, resize
 
 FORMAT = 1  # bump when the cached arrays or the loader steps before them change meaning
 ARRAYS = ("image", "label_ids", "instance_ids", "disparity")
@@ -306,17 +306,6 @@ def open_cache(setting: str | os.PathLike | None, root: Path, split: str, size: 
         raise CacheError(f"{directory}: no cache of split {split!r} at {size[0]}x{size[1]}; build it with "
                          f"python -m data.cache {root} --size {size[0]}x{size[1]} --out {setting}")
     return FrameCache(directory, frames, size)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'128x256' -> (128, 256)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 128x256, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -154,7 +154,7 @@ def format_stats(split: str, stats: SplitStats) -> list[str]:
 def stats_record(root: Path, split: str, stats: SplitStats, argv: list[str]) -> dict:
     """The statistics of a split as a JSON-ready dict with their provenance."""
     from data.synthetic.profile import read_marker
-    from engine.rundir import git_commit
+    from infra.provenance import git_commit
 
     pct = stats.class_pct()
     return {"command": ["python", "-m", "data.check", *argv], "git_commit": git_commit(), "split": split,
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if stats is not None and stats.pixels:
             print("\n".join(format_stats(split, stats)))
             if args.out:
-                from engine.atomic import write_json, write_text
+                from infra.atomic import write_json, write_text
 
                 rec = stats_record(args.root, split, stats, list(sys.argv[1:] if argv is None else argv))
                 write_json(args.out.with_suffix(".json"), rec)

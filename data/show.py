@@ -14,8 +14,8 @@ import torch
 
 from data.cityscapes import CityscapesMultiTask, DataError
 from data.labels import IGNORE_INDEX, TRAIN_PALETTE
-from data.transforms import MEAN, STD
-from engine.atomic import atomic_write_bytes
+from data.transforms import MEAN, STD, parse_size
+from infra.atomic import atomic_write_bytes
 
 
 def image_rgb(image: torch.Tensor) -> np.ndarray:
@@ -81,19 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", nargs="?", default=None, help="dataset root (default: $CITYSCAPES_DATASET)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--size", default=None, help="HxW to resize to (default: file size)")
+    parser.add_argument("--size", type=parse_size, default=None, help="HxW to resize to (default: file size)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    try:
-        size = None if args.size is None else tuple(int(v) for v in args.size.lower().split("x"))
-        if size is not None and (len(size) != 2 or min(size) < 1):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--size must be HxW with positive numbers, e.g. 128x256, got {args.size!r}")
     if args.out.is_dir():
         parser.error(f"--out {args.out} is a directory; give a PNG file name")
     try:
-        dataset = CityscapesMultiTask(args.root, args.split, size=size)
+        dataset = CityscapesMultiTask(args.root, args.split, size=args.size)
         if not 0 <= args.index < len(dataset):
             parser.error(f"--index {args.index} is out of range: split {args.split!r} has {len(dataset)} frames")
         picture = render(dataset[args.index])

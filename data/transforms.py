@@ -9,6 +9,7 @@ Photometric jitter touches the image alone and comes from albumentations, import
 used and never allowed to ask the package index for a newer version (nothing here touches the network).
 """
 
+import argparse
 import os
 from dataclasses import dataclass, replace
 from functools import cache
@@ -176,3 +177,14 @@ def jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     transform = _jitter_transform()
     transform.set_random_seed(int(rng.integers(2**31)))
     return transform(image=np.ascontiguousarray(image))["image"]
+
+
+def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
+    """'128x256' -> (128, 256), for a command line's --size (argparse's error on anything else)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 128x256, got {text!r}") from None
+    if h < minimum or w < minimum:
+        raise argparse.ArgumentTypeError(f"size must be at least {minimum}x{minimum}, got {text!r}")
+    return h, w

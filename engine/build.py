@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 from engine.config import Config, build_method
 from engine.step import StepParts
 from models import build_model
+from tasks import TASK_SPECS
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module) -> torch.optim.SGD:
@@ -70,3 +71,26 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
                      steps_per_epoch=steps_per_epoch, iterations=cfg.optim.iterations, world=world, rank=rank,
                      device=device, channels_last=cfg.channels_last, check_finite=cfg.check_finite,
                      compile=cfg.compile)
+
+
+# For speed measurements (bench/, reproduce.py plan): the parts of a config and a random batch of its shape.
+def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch with the sample dict's keys, shapes and dtypes (docs/design.md)."""
+    g = torch.Generator().manual_seed(0)
+    b = {
+        "image": torch.randn(batch, 3, h, w, generator=g),
+        "semantic": torch.randint(0, TASK_SPECS["semantic"].channels, (batch, h, w), generator=g),
+        "instance": torch.randn(batch, 2, h, w, generator=g) * 10,
+        "instance_mask": torch.rand(batch, h, w, generator=g) < 0.2,
+        "depth": torch.rand(batch, 1, h, w, generator=g) * 5,
+        "depth_mask": torch.rand(batch, h, w, generator=g) < 0.8,
+    }
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def random_batch_parts(cfg: Config, device: torch.device):
+    """(parts, batch): the training parts of `cfg` in train mode and a random batch of its size."""
+    h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
+    parts = build_parts(cfg, device, steps_per_epoch=10**9, pretrained=False)  # speed: initial weights do not matter
+    parts.model.train()
+    return parts, random_batch(cfg.optim.batch_size, h, w, device)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.atomic import atomic_write_bytes
-from engine.stop import deferred_signals
+from infra.atomic import atomic_write_bytes
+from infra.stop import deferred_signals
 
 
 class CheckpointError(RuntimeError):

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 import types
 import typing
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from data.frames import root_setting
 from data.synthetic.profile import PROFILES
 from losses import METHODS, build_weighting, method_class
 from tasks import TASK_KINDS, TASKS, check_tasks
@@ -168,7 +168,7 @@ class Config:
     @property
     def data_root(self) -> str:
         """`data.root`, else $CITYSCAPES_DATASET; a ConfigError when neither is set."""
-        root = self.data.root or os.environ.get("CITYSCAPES_DATASET")
+        root = root_setting(self.data.root)
         if not root:
             raise ConfigError("no dataset root: set data.root=PATH or $CITYSCAPES_DATASET "
                               "(e.g. datasets/synthetic-cityscapes made by `python -m data.synthetic`)")

@@ -10,22 +10,28 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engine.rundir import plain
+from infra.atomic import plain
 
 
 class ReplicaMismatchError(RuntimeError):
     """DDP processes hold different parameters or method state."""
 
 
+def pick_device(setting: str) -> torch.device:
+    """The device of the `device` setting: "cuda", "cpu", or "auto" (a GPU when there is one)."""
+    use_cuda = setting == "cuda" or (setting == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
 def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun one process per GPU (or CPU process with gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
     if device_setting == "cuda" and not torch.cuda.is_available():
         from engine.config import ConfigError
 
         raise ConfigError("device=cuda but no CUDA GPU is usable here (torch.cuda.is_available() is False); "
                           "use device=auto or device=cpu")
+    use_cuda = pick_device(device_setting).type == "cuda"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -1,4 +1,4 @@
-"""The run directory: its lock, config.yaml, the metrics.jsonl log, the experiment check on resume, provenance.
+"""The run directory: its lock, config.yaml, the metrics.jsonl log, the experiment check on resume.
 
 A run directory holds config.yaml (the resolved config), checkpoint.pt, metrics.jsonl (one JSON
 object per logging step), .lock (held by the training that uses it) and, once finished, metrics.json
@@ -13,20 +13,16 @@ import json
 import math
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-import torch
 import yaml
 
-from engine.atomic import append_line, dumps, sweep_temp_files, write_text
 from engine.config import Config, ConfigError, config_from_dict
-from engine.lock import FileLock
 from engine.scalarlogs import ScalarLogs
+from infra.atomic import append_line, dumps, sweep_temp_files, write_text
+from infra.lock import FileLock
 
 LOCK_NAME = ".lock"
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def check_same_experiment(cfg: Config, saved: dict, run_dir: Path) -> None:
@@ -44,7 +40,7 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 
 @contextlib.contextmanager
 def locked_run_dir(run_dir: Path, command: list[str] | None = None, enabled: bool = True):
-    """Hold the run directory's exclusive lock inside (engine.lock.LockHeld, naming the holder, if another
+    """Hold the run directory's exclusive lock inside (infra.lock.LockHeld, naming the holder, if another
     process has it); sweep the temporary files that interrupted writes left there. A directory created
     here that is left holding nothing but its lock (the run failed before writing anything) is removed
     again, so a failed start leaves no orphan run directory. `enabled=False` (DDP ranks > 0) does nothing."""
@@ -91,39 +87,6 @@ def wandb_run_id(cfg: Config, run_dir: Path) -> str:
     so the same config trained in two run directories gives two wandb runs, and a resume continues its own."""
     where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
     return f"{cfg.name}-{cfg.identity()}-{where}"
-
-
-def git_commit() -> str:
-    """The repository's HEAD commit, with "-dirty" if tracked files are modified; "unknown" outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=ROOT)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-PLAIN_MAX_ELEMENTS = 4096
-
-
-def plain(value):
-    """A method's state_dict as JSON values: tensors as (nested) lists, mappings and sequences element by
-    element (extra state such as FAMO's Adam moments included), other values as they are or by repr. A
-    tensor of more than PLAIN_MAX_ELEMENTS elements (a tasks x n gradient state: MoCo, DB-MTL, ExcessMTL)
-    is summarised by its shape, dtype and norm instead of listed."""
-    if isinstance(value, torch.Tensor) and value.numel() > PLAIN_MAX_ELEMENTS:
-        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
-                "norm": float(torch.linalg.vector_norm(value.detach().double()))}
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 WANDB_MODES = {"disabled": "disabled", "offline": "offline", "online": "online", "dryrun": "offline", "run": "online"}

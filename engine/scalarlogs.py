@@ -22,7 +22,7 @@ import json
 import math
 from pathlib import Path
 
-from engine.atomic import append_line, write_text
+from infra.atomic import append_line, write_text
 
 CSV_NAME = "metrics.csv"
 CSV_HEADER = ("step", "metric", "value")

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from losses import Method, StepContext, task_losses
+from models import autocast_forward
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,8 +126,7 @@ def _forward(p: StepParts, batch: dict[str, Tensor], with_features: bool = False
     """(task losses of this process, shared features or None); `net` defaults to `p.net`."""
     net = net or p.net
     image = batch["image"].contiguous(memory_format=torch.channels_last) if p.channels_last else batch["image"]
-    with torch.autocast(p.device.type, dtype=p.autocast_dtype, enabled=p.autocast_dtype is not None):
-        out = net(image, with_features=True) if with_features else net(image)
+    out = autocast_forward(net, image, p.autocast_dtype, **({"with_features": True} if with_features else {}))
     outputs, features = out if with_features else (out, None)  # outputs: {task: (B, C, H, W)}
     return task_losses(outputs, batch), features
 

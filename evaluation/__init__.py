@@ -1,4 +1,4 @@
-"""Evaluation: per-task metric accumulators, the metrics of a model over a split, the official
+"""Evaluation: the metrics of a model over a split, the official
 Cityscapes evaluators (evaluation/official.py) and qualitative figures (evaluation/figures.py)."""
 
 from evaluation.loop import NonFiniteOutputError, evaluate_model

@@ -12,8 +12,9 @@ from matplotlib.patches import Patch
 
 from data import show
 from data.cityscapes import CityscapesMultiTask
-from data.labels import CLASS_NAMES, ID_TO_TRAINID, INSTANCE_IDS, TRAIN_PALETTE
-from engine.atomic import atomic_write_bytes
+from infra.atomic import atomic_write_bytes
+from models import autocast_forward
+from tasks.labels import CLASS_NAMES, ID_TO_TRAINID, INSTANCE_IDS, TRAIN_PALETTE
 
 # trainIds of the classes whose objects are instances (person ... bicycle).
 INSTANCE_TRAIN_IDS = torch.tensor(sorted(int(ID_TO_TRAINID[i]) for i in INSTANCE_IDS))
@@ -100,8 +101,7 @@ def write_figures(model: torch.nn.Module, dataset: CityscapesMultiTask, device: 
     paths = []
     for i in range(min(count, len(dataset))):
         item = dataset[i]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(item["image"][None].to(device))
+        outputs = autocast_forward(model, item["image"][None].to(device), amp_dtype)
         outputs = {k: v[0].float().cpu() for k, v in outputs.items()}  # (C, H, W)
         name = dataset.frames[i].name
         paths.append(out_dir / f"{name}.png")

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from data.labels import INSTANCE_IDS, TRAIN_LABELS
+from tasks.labels import INSTANCE_IDS, TRAIN_LABELS
 
 REFERENCE_WIDTH = 2048  # options are in pixels of a frame this wide
 # trainId -> official label id, for the 8 evaluated instance classes (person ... bicycle).

@@ -6,8 +6,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
+import tasks as task_registry  # (the name `tasks` is a parameter below)
 from evaluation.metrics import MultiTaskMetrics
+from models import autocast_forward
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -31,8 +32,7 @@ def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
     with torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = _select(model(batch["image"]), tasks)  # {task: (B, C, H, W)}
+            outputs = _select(autocast_forward(model, batch["image"], amp_dtype), tasks)  # {task: (B, C, H, W)}
             for task, out in outputs.items():
                 i = names.index(task)
                 finite[i] = finite[i] & torch.isfinite(out).all()

@@ -1,4 +1,4 @@
-"""`MultiTaskMetrics`: one dataset-level accumulator per task (see evaluation/accumulators.py).
+"""`MultiTaskMetrics`: one dataset-level accumulator per task (see tasks/accumulators.py).
 
 Keys of `compute()` (only for the tasks that were updated): `semantic/miou`, `semantic/iou/<class>`,
 `semantic/pixel_acc` (percent); `instance/mean_error_px` (mean |dx|+|dy| over instance pixels);
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 import tasks
-from data.labels import NUM_CLASSES
+from tasks.labels import NUM_CLASSES
 
 
 class MultiTaskMetrics:

@@ -44,8 +44,9 @@ from tqdm import tqdm
 
 import tasks
 from data.cityscapes import CityscapesMultiTask
-from data.labels import NUM_CLASSES, TRAINID_TO_ID
 from evaluation.metrics import MultiTaskMetrics
+from models import autocast_forward
+from tasks.labels import NUM_CLASSES, TRAINID_TO_ID
 
 GT_SUFFIX = "_gtFine_labelIds.png"
 PRED_SUFFIX = "_pred.png"
@@ -343,8 +344,7 @@ def evaluate_official(model: torch.nn.Module, data: CityscapesMultiTask, device:
                                              dynamic_ncols=True)):
             batch = {k: v.to(device) for k, v in batch.items()}
             gt = {k: v.to(device) for k, v in gt.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(batch["image"])
+            outputs = autocast_forward(model, batch["image"], amp_dtype)
             at_input.update(outputs, batch)
             outputs = to_full_resolution(outputs, tuple(gt["semantic"].shape[-2:]))
             at_full.update(outputs, gt)

@@ -117,9 +117,9 @@ def final_weights(records: list[Record]) -> dict[str, float] | None:
     """Mean over seeds of the last logged effective weight of each task."""
     per_task: dict[str, list[float]] = {}
     for rec in records:
-        for key, series in (rec.data.get("curves") or {}).items():
-            if key.startswith("weight/") and series and math.isfinite(series[-1]):
-                per_task.setdefault(key.split("/", 1)[1], []).append(series[-1])
+        for task, w in rec.final_weights().items():
+            if isinstance(w, (int, float)) and math.isfinite(w):
+                per_task.setdefault(task, []).append(w)
     return {t: statistics.fmean(v) for t, v in per_task.items()} or None
 
 

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from engine.atomic import write_text
+from infra.atomic import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("docs") / "commands.md"

@@ -79,7 +79,7 @@ def measure(cfg: Config, steps: int, threads: int) -> tuple[float, int]:
     """(seconds per training step on this machine's CPU or first GPU, checkpoint bytes) of `cfg`."""
     import torch
 
-    from bench.train import build
+    from engine.build import random_batch_parts as build
     from engine.step import train_step
 
     before = torch.get_num_threads()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from infra.provenance import ROOT
+
 TRAIN_SCRIPT = ROOT / "train.py"
 PAPER_JSON = ROOT / "results" / "paper" / "kendall2018.json"
 

@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.atomic import write_json
 from engine.config import config_from_dict
 from experiments.records import read_json
+from infra.atomic import write_json
 
 OLD_ONLY = ("config_hash", "experiment", "run_dir", "weighting")  # keys today's records do not have
 

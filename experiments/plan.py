@@ -83,8 +83,7 @@ def row_seeds(manifest: Manifest, row: Row, seeds: tuple[int, ...] | None = None
 
 def final_weights_of(record, where: str) -> dict[str, float]:
     """{task: the last logged effective weight} of a run record (its curves' weight/<task> series)."""
-    curves = record.data.get("curves") or {}
-    weights = {k.split("/", 1)[1]: v[-1] for k, v in curves.items() if k.startswith("weight/") and v}
+    weights = record.final_weights()
     if not weights or not all(isinstance(w, (int, float)) and w == w and abs(w) != float("inf")
                               for w in weights.values()):
         raise ConfigError(f"{where}: the record {record.path} has no finite final task weights")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from engine.atomic import atomic_write_bytes
+from infra.atomic import atomic_write_bytes
 from tasks import TASK_SPECS, TASKS
 
 CURVE_PREFIXES = ("sigma2/", "weight/")

@@ -19,9 +19,9 @@ import re
 import sys
 from pathlib import Path
 
-from engine.atomic import write_text
+from infra.atomic import write_text
+from infra.provenance import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- include (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end include -->)", re.S)
 
 

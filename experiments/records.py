@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from engine.atomic import write_json
 from engine.config import Config, ConfigError, config_from_dict
 from experiments import plots
-from experiments.layout import Paths
+from experiments.layout import Paths, rel
+from infra.atomic import write_json
 
 # Keys copied from a run's metrics.json.
 FINAL_KEYS = ("step", "iterations", "metrics", "config", "identity", "identity_schema", "command", "git_commit",
@@ -70,6 +70,34 @@ class Record:
         """The record as its file holds it: the NaN metrics back as null."""
         return self.data | {"metrics": self.data["metrics"] | dict.fromkeys(self.missing)}
 
+    def final_weights(self) -> dict[str, float | None]:
+        """{task: the last logged effective weight} (its curves' weight/<task> series; None where that was
+        not finite); empty without curves. The one reader of final weights."""
+        curves = self.data.get("curves") or {}
+        return {k.split("/", 1)[1]: v[-1] for k, v in curves.items() if k.startswith("weight/") and v}
+
+
+def repository_paths(record: dict) -> dict:
+    """`record` with repository-relative paths, so a committed command reads the same on every machine: a run
+    directory (the command's `run_dir=` and the config's run_dir) ending in <preset>/<identity> becomes
+    runs/<preset>/<identity>, its place in the layout wherever it was trained; a dataset root inside the
+    repository is written from the repository root. Nothing that enters the identity changes."""
+    preset, identity = record.get("preset"), record.get("identity")
+
+    def run_dir(path: str) -> str:
+        parts = Path(path).parts
+        return f"runs/{preset}/{identity}" if preset and identity and parts[-2:] == (preset, identity) else path
+
+    out = dict(record)
+    if isinstance(out.get("command"), list):
+        out["command"] = [f"run_dir={run_dir(a[len('run_dir='):])}" if isinstance(a, str) and a.startswith("run_dir=")
+                          else a for a in out["command"]]
+    if isinstance(out.get("config"), dict) and out["config"].get("run_dir"):
+        out["config"] = {**out["config"], "run_dir": run_dir(out["config"]["run_dir"])}
+    if out.get("data_root"):
+        out["data_root"] = rel(Path(out["data_root"]))
+    return out
+
 
 def record_from_run(run_dir: Path, preset: str) -> dict:
     """The record of a finished run directory: metrics.json's fields plus the learned-weight curves."""
@@ -80,6 +108,7 @@ def record_from_run(run_dir: Path, preset: str) -> dict:
     record = {k: final[k] for k in FINAL_KEYS if k in final}
     cfg = config_from_dict(final["config"])
     record |= {"preset": preset, "seed": cfg.seed, "identity": cfg.identity()}
+    record = repository_paths(record)
     log = run_dir / "metrics.jsonl"
     if log.exists():
         curves = plots.read_curves(log)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from engine.atomic import atomic_write_bytes, write_json
 from experiments import plots
 from experiments.aggregate import aggregate, load_paper, results_of
 from experiments.claims import claims_markdown, pilot_markdown
 from experiments.layout import Paths, link
 from experiments.manifest import Manifest
 from experiments.records import Record, load_records, read_json
+from infra.atomic import atomic_write_bytes, write_json
 from tasks import METRICS
 
 

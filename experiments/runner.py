@@ -30,14 +30,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.atomic import append_line, dumps, sweep_temp_files, write_json
 from engine.config import config_from_dict
-from engine.lock import FileLock, describe, is_locked, read_holder
-from engine.rundir import git_commit
 from experiments.layout import ROOT, TRAIN_SCRIPT, Paths, rel
 from experiments.manifest import Manifest
 from experiments.plan import Job, plan, runs_of, shard
 from experiments.records import Record, load_records, read_json, record_from_run, write_record
+from infra.atomic import append_line, dumps, sweep_temp_files, write_json
+from infra.lock import FileLock, describe, is_locked, read_holder
+from infra.provenance import git_commit
 
 
 def visible_gpus() -> list[str]:

@@ -1,91 +1,30 @@
 """Task losses and multi-task methods: `task_losses`, the `METHODS` registry and `build_weighting`.
 
-A method is one file in this package (its class and its options dataclass) plus one line in
-`METHODS` below; losses/base.py describes the two kinds (loss-space and gradient-space).
+A method is one file in this package: its class, registered with `@register("name")`
+(losses/registry.py), and its options dataclass. This package imports all its modules when it is
+imported, so adding a method edits no other file; losses/base.py describes the two kinds
+(loss-space and gradient-space) and the contract checked when a method class is defined.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 
 from torch import Tensor
 
 import tasks
-from losses.aligned_mtl import AlignedMTL
-from losses.auto_lambda import AutoLambda
 from losses.base import GradientMethod, LossMethod, Method, StepContext
-from losses.cagrad import CAGrad
-from losses.conflict_free import ConFIG
-from losses.cr_mogm import CRMOGM
-from losses.db_mtl import DBMTL
-from losses.dualproj import DualProj
-from losses.dwa import DWA
-from losses.excess_mtl import ExcessMTL
-from losses.fairgrad import FairGrad
-from losses.famo import FAMO
-from losses.fixed import FixedWeighting
-from losses.gls import GLS
-from losses.graddrop import GradDrop
-from losses.gradient_mean import GradientMean
-from losses.gradnorm import GradNorm
-from losses.gradvac import GradVac
-from losses.imtl_g import IMTLG
-from losses.imtl_l import IMTLL
-from losses.mgda import MGDA, MGDAUB
-from losses.moco import MoCo
-from losses.modo import MoDo
-from losses.nash_mtl import NashMTL
-from losses.pcd import PCD
-from losses.pcgrad import PCGrad
-from losses.rgw import RGW
-from losses.rlw import RLW
-from losses.scale_invariant import ScaleInvariant
-from losses.sdmgrad import SDMGrad
-from losses.stch import STCH
-from losses.uncertainty import UncertaintyWeighting
-from losses.upgrad import UPGrad
+from losses.registry import METHODS, register
 
-__all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "build_weighting",
-           "method_class", "method_lines", "task_losses"]
+__all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "build_method", "build_weighting",
+           "method_class", "method_lines", "register", "task_losses"]
 
-# name -> method class; a new method is one file plus one line here.
-METHODS: dict[str, type[Method]] = {
-    # loss-space
-    "fixed": FixedWeighting,
-    "uncertainty": UncertaintyWeighting,
-    "dwa": DWA,
-    "rlw": RLW,
-    "gls": GLS,
-    "scale-invariant": ScaleInvariant,
-    "imtl-l": IMTLL,
-    "famo": FAMO,
-    "gradnorm": GradNorm,
-    "stch": STCH,
-    # gradient-space
-    "gradient-mean": GradientMean,
-    "pcgrad": PCGrad,
-    "mgda": MGDA,
-    "mgda-ub": MGDAUB,
-    "cagrad": CAGrad,
-    "imtl-g": IMTLG,
-    "aligned-mtl": AlignedMTL,
-    "nash-mtl": NashMTL,
-    "upgrad": UPGrad,
-    "graddrop": GradDrop,
-    "gradvac": GradVac,
-    "dualproj": DualProj,
-    "config": ConFIG,
-    "fairgrad": FairGrad,
-    "db-mtl": DBMTL,
-    "excess-mtl": ExcessMTL,
-    "pcd": PCD,
-    "moco": MoCo,
-    "sdmgrad": SDMGrad,
-    "modo": MoDo,
-    "auto-lambda": AutoLambda,
-    "rgw": RGW,
-    "cr-mogm": CRMOGM,
-}
+# Every module of the package, so that each method file's @register runs (not __main__: the CLI).
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "__main__" and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def method_lines() -> list[str]:
@@ -114,9 +53,12 @@ def make_options(name: str, **options):
     return cls(**options)
 
 
-def build_weighting(name: str, tasks: dict[str, str], **options) -> Method:
+def build_method(name: str, tasks: dict[str, str], **options) -> Method:
     """Build method `name` for `tasks` (task -> "classification" | "regression") with keyword options."""
     return method_class(name)(tasks, make_options(name, **options))
+
+
+build_weighting = build_method  # the older name
 
 
 def task_losses(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:

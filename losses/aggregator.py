@@ -28,4 +28,4 @@ class AggregatorMethod(GradientMethod):
 
     def logs(self) -> dict:
         w = getattr(self, "_weights", None)
-        return {} if w is None else {f"weight/{t}": w[i] for i, t in enumerate(self.tasks)}
+        return {} if w is None else self.weight_logs(w)

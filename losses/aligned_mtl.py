@@ -14,6 +14,7 @@ from torchjd.aggregation import AlignedMTL as TorchJDAlignedMTL
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 SCALE_MODES = ("min", "median", "rmse")
 
@@ -28,6 +29,7 @@ class AlignedMTLOptions(GradientOptions):
             raise ValueError(f"scale_mode must be one of {list(SCALE_MODES)}, got {self.scale_mode!r}")
 
 
+@register("aligned-mtl", order=70)
 class AlignedMTL(AggregatorMethod):
     """The mean of the aligned (orthogonalised, equal-norm) task gradients."""
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from losses.base import GradientMethod, GradientOptions, StepContext
+from losses.registry import register
 
 
 @dataclass
@@ -51,6 +52,7 @@ class AutoLambdaOptions(GradientOptions):
                              "shared features are different variables)")
 
 
+@register("auto-lambda", order=210)
 class AutoLambda(GradientMethod):
     """Task weights meta-learned on the next batch's primary-task gradient."""
 

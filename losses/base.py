@@ -22,8 +22,13 @@ process, is checkpointed with the run and restored exactly.
 Hooks for stateful methods: `after_step(ctx)` runs after the optimiser step (`ctx.recompute_losses()`
 gives the losses of the same batch under the updated weights, as FAMO needs), `end_epoch(ctx)` after
 the last step of every epoch (DWA's period). Logs: `forward` returns them; a gradient-space method
-may return them from `logs()`. Keys are `weight/<task>` (the effective multiplier on that task) and
-anything else the method tracks; values are floats or 0-dim tensors (read only at logging steps).
+may return them from `logs()`. Keys are `weight/<task>` (the effective multiplier on that task), made by
+the base class's `weight_logs(w)` from the method's weights, and anything else the method tracks; values
+are floats or 0-dim tensors (read only at logging steps). The step always passes a `StepContext`.
+
+A method is one file: the class, registered with `@register("name")` (losses/registry.py), and its
+options dataclass. The contract is checked when the class is defined (`check_contract`), so a broken
+method fails at import with its name; docs/extending.md states it in one place with examples.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-# How a task's likelihood is modelled (tasks.py gives each task one): decides e.g. the uncertainty form.
-KINDS = ("classification", "regression")
+from tasks import KINDS  # how a task's likelihood is modelled: "classification" | "regression"
+
+# The two kinds of method, in the order they are listed.
+METHOD_KINDS = ("loss", "gradient")
 
 
 @dataclass
@@ -74,11 +81,38 @@ class GradientOptions:
             raise ValueError(f"space must be 'parameters' or 'features', got {self.space!r}")
 
 
+def check_contract(cls: type) -> None:
+    """Raise TypeError naming the class unless it is a well-formed method: `kind` one of METHOD_KINDS,
+    `Options` a dataclass (a GradientOptions for a gradient-space method) whose fields all have
+    defaults and are plain names."""
+    where = f"method class {cls.__qualname__} ({cls.__module__})"
+    kind = getattr(cls, "kind", None)
+    if kind not in METHOD_KINDS:
+        raise TypeError(f"{where}: kind must be one of {list(METHOD_KINDS)} (subclass LossMethod or "
+                        f"GradientMethod), got {kind!r}")
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise TypeError(f"{where}: Options must be a dataclass, got {options!r}")
+    if kind == "gradient" and not issubclass(options, GradientOptions):
+        raise TypeError(f"{where}: a gradient-space method's Options must subclass GradientOptions, "
+                        f"got {options.__qualname__}")
+    for f in dataclasses.fields(options):
+        if not f.name.isidentifier() or f.name.startswith("_"):
+            raise TypeError(f"{where}: option name {f.name!r} is not a plain name")
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"{where}: option {f.name!r} has no default (every option needs one)")
+
+
 class Method(nn.Module):
     """Base class of both kinds: validates the tasks, holds the options, defines the hooks."""
 
     kind: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """The contract, checked when a method class is defined (so a broken method fails at import)."""
+        super().__init_subclass__(**kwargs)
+        check_contract(cls)
 
     def __init__(self, tasks: dict[str, str], options=None) -> None:
         super().__init__()
@@ -111,6 +145,13 @@ class Method(nn.Module):
 
     def end_epoch(self, ctx: StepContext) -> None:
         """Called after the last step of each epoch."""
+
+    def weight_logs(self, weights) -> dict:
+        """`weight/<task>` for every task from its effective weight: a (tasks,) tensor in `self.tasks` order,
+        or a dict task -> weight. The one place the key is written."""
+        if isinstance(weights, dict):
+            return {f"weight/{t}": weights[t] for t in self.tasks}
+        return {f"weight/{t}": weights[i] for i, t in enumerate(self.tasks)}
 
     def check_losses(self, losses: dict[str, Tensor]) -> None:
         """Raise unless `losses` has exactly this method's tasks."""

@@ -14,6 +14,7 @@ from torchjd.aggregation import CAGrad as TorchJDCAGrad
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
 @dataclass
@@ -27,6 +28,7 @@ class CAGradOptions(GradientOptions):
             raise ValueError(f"CAGrad c must be finite and >= 0, got {self.c}")
 
 
+@register("cagrad", order=50)
 class CAGrad(AggregatorMethod):
     """The conflict-averse update around the mean gradient."""
 

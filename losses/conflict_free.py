@@ -11,8 +11,10 @@ from torchjd.aggregation import ConFIG as TorchJDConFIG
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("config", order=130)
 class ConFIG(AggregatorMethod):
     """A conflict-free direction with equal cosine to every task gradient."""
 

@@ -23,6 +23,7 @@ from torchjd.aggregation import (
     UPGradWeighting,
 )
 
+from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
 
 BASES = {"mgda": MGDAWeighting, "upgrad": UPGradWeighting, "imtl-g": IMTLGWeighting, "dualproj": DualProjWeighting}
@@ -41,6 +42,7 @@ class CRMOGMOptions(SolverOptions):
             raise ValueError(f"CR-MOGM alpha must be in [0, 1], got {self.alpha}")
 
 
+@register("cr-mogm", order=230)
 class CRMOGM(TorchJDStateMethod):
     """A moving average of a gradient-manipulation method's task weights."""
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from losses.base import GradientMethod, GradientOptions, StepContext
+from losses.registry import register
 
 EPS = 1e-8
 
@@ -41,6 +42,7 @@ class DBMTLOptions(GradientOptions):
                              "the shared features, which differ from batch to batch)")
 
 
+@register("db-mtl", order=150)
 class DBMTL(GradientMethod):
     """Log-loss gradients, averaged over steps and scaled to the largest task's norm."""
 

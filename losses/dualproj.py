@@ -9,8 +9,10 @@ from torchjd.aggregation import DualProj as TorchJDDualProj
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("dualproj", order=120)
 class DualProj(AggregatorMethod):
     """The projection of the mean of the task gradients onto the dual cone of J."""
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from losses.base import LossMethod, StepContext
+from losses.registry import register
 
 
 @dataclass
@@ -22,6 +23,7 @@ class DWAOptions:
             raise ValueError(f"window must be >= 0 (0: epochs), got {self.window}")
 
 
+@register("dwa", order=30)
 class DWA(LossMethod):
     """total = sum_k lambda_k L_k, lambda_k = K softmax_k(r / T), r_k = Lbar_k(t-1) / Lbar_k(t-2).
 
@@ -57,7 +59,7 @@ class DWA(LossMethod):
         seen = ctx.losses if ctx is not None else losses
         self.loss_sum += torch.stack([seen[t].detach().float() for t in self.tasks])
         self.count += 1
-        return total, {f"weight/{t}": w[i] for i, t in enumerate(self.tasks)}
+        return total, self.weight_logs(w)
 
     def end_period(self) -> None:
         """Close the current period: its average becomes the newest history entry."""

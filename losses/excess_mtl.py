@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from torchjd.aggregation import ExcessMTL as TorchJDExcessMTL
 
+from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
 
 
@@ -36,6 +37,7 @@ class ExcessMTLOptions(SolverOptions):
             raise ValueError(f"ExcessMTL warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
+@register("excess-mtl", order=160)
 class ExcessMTL(TorchJDStateMethod):
     """Weights that follow each task's estimated excess risk."""
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torchjd.aggregation import FairGrad as TorchJDFairGrad
 
+from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
 
 
@@ -52,6 +53,7 @@ def fairgrad_residual(w: Tensor, G: Tensor, alpha: float) -> float:
     return float(torch.linalg.vector_norm(G @ w - target) / torch.linalg.vector_norm(target))
 
 
+@register("fairgrad", order=140)
 class FairGrad(TorchJDStateMethod):
     """The alpha-fair allocation of the first-order improvements among the tasks."""
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchjd.scalarization import FAMO as TorchJDFAMO
 
 from losses.base import StepContext
+from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
 
@@ -40,6 +41,7 @@ class FAMOOptions:
                 raise ValueError(f"FAMO {name} must be finite and >= 0, got {value}")
 
 
+@register("famo", order=80)
 class FAMO(ScalarizerMethod):
     """Fast adaptive task weights from the change of each log-loss over one step."""
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-import tasks as task_registry  # a module reference: tasks.py imports this package while it loads
+import tasks as task_registry  # (the name `tasks` is a parameter below)
 from losses.base import LossMethod, StepContext
+from losses.registry import register
 
 
 @dataclass
@@ -25,6 +26,7 @@ class FixedOptions:
             raise ValueError(f"fixed weights must be finite and >= 0, got {bad}")
 
 
+@register("fixed", order=10)
 class FixedWeighting(LossMethod):
     """total = sum_t w_t * L_t with constant weights.
 
@@ -54,4 +56,4 @@ class FixedWeighting(LossMethod):
     def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
         self.check_losses(losses)
         total = sum(self.weights[t] * losses[t].float() for t in self.tasks)
-        return total, {f"weight/{t}": w for t, w in self.weights.items()}
+        return total, self.weight_logs(self.weights)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from torchjd.scalarization import GeometricMean
 
 from losses.base import NoOptions
+from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
 
+@register("gls", order=50)
 class GLS(ScalarizerMethod):
     """The geometric mean of the task losses."""
 

@@ -15,8 +15,10 @@ from torchjd.aggregation import GradDrop as TorchJDGradDrop
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("graddrop", order=100)
 class GradDrop(AggregatorMethod):
     """Gradient sign dropout."""
 

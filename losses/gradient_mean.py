@@ -10,8 +10,10 @@ from torchjd.aggregation import Mean
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("gradient-mean", order=10)
 class GradientMean(AggregatorMethod):
     """g = mean of the rows of J."""
 

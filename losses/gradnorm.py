@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from losses.base import LossMethod, StepContext
+from losses.registry import register
 
 
 @dataclass
@@ -41,6 +42,7 @@ def gradnorm_targets(norms: Tensor, weights: Tensor, losses: Tensor, initial: Te
     return (g.mean() * (ratios / ratios.mean()) ** alpha).detach()
 
 
+@register("gradnorm", order=90)
 class GradNorm(LossMethod):
     """Learned task weights that equalise gradient norms, scaled by each task's relative training rate."""
 
@@ -68,7 +70,7 @@ class GradNorm(LossMethod):
         grad_loss = (self.weights * norms - targets).abs().sum()
         # The value is sum_k w_k L_k; the network's gradient comes from it (w constant), w's from L_grad.
         total = (self.weights.detach() * values).sum() + (grad_loss - grad_loss.detach())
-        return total, ({f"weight/{t}": self.weights[i].detach() for i, t in enumerate(self.tasks)}
+        return total, (self.weight_logs(self.weights.detach())
                        | {f"gradnorm/norm/{t}": norms[i] for i, t in enumerate(self.tasks)}
                        | {"gradnorm/loss": grad_loss.detach()})
 

@@ -16,6 +16,7 @@ from torchjd.aggregation import GradVac as TorchJDGradVac
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
 @dataclass
@@ -28,6 +29,7 @@ class GradVacOptions(GradientOptions):
             raise ValueError(f"GradVac beta must be in [0, 1], got {self.beta}")
 
 
+@register("gradvac", order=110)
 class GradVac(AggregatorMethod):
     """PCGrad towards the moving-average cosine of every pair of tasks."""
 

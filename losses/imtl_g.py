@@ -11,8 +11,10 @@ from torchjd.aggregation import IMTLG as TorchJDIMTLG
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("imtl-g", order=60)
 class IMTLG(AggregatorMethod):
     """Equal projections of the update onto every task's gradient direction."""
 

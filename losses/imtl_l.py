@@ -11,9 +11,11 @@ from __future__ import annotations
 from torchjd.scalarization import IMTLL as TorchJDIMTLL
 
 from losses.base import NoOptions
+from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
 
+@register("imtl-l", order=70)
 class IMTLL(ScalarizerMethod):
     """Learned loss scales exp(s_k) with the regulariser -s_k."""
 

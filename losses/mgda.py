@@ -16,6 +16,7 @@ from torchjd.aggregation import MGDA as TorchJDMGDA
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
 @dataclass
@@ -34,6 +35,7 @@ class MGDAUBOptions(MGDAOptions):
     space: str = "features"
 
 
+@register("mgda", order=30)
 class MGDA(AggregatorMethod):
     """The minimum-norm convex combination of the task gradients."""
 
@@ -44,6 +46,7 @@ class MGDA(AggregatorMethod):
         self.aggregator = TorchJDMGDA(epsilon=self.options.epsilon, max_iters=self.options.max_iters)
 
 
+@register("mgda-ub", order=40)
 class MGDAUB(MGDA):
     """MGDA on the Jacobian with respect to the shared features (MGDA-UB)."""
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from losses.base import GradientMethod, GradientOptions, StepContext
+from losses.registry import register
 
 
 @dataclass
@@ -58,6 +59,7 @@ def project_onto_simplex(v: Tensor) -> Tensor:
     return (v - cumulative[rho] / (rho + 1)).clamp_min(0)
 
 
+@register("moco", order=180)
 class MoCo(GradientMethod):
     """Stochastic MGDA on tracked (bias-corrected) task gradients."""
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torchjd.aggregation import MoDoWeighting, WeightedAggregator
 
+from losses.registry import register
 from losses.torchjd_state import DoubleSampledMethod, DoubleSamplingOptions
 
 
@@ -38,6 +39,7 @@ class MoDoOptions(DoubleSamplingOptions):
             raise ValueError(f"MoDo rho must be finite and >= 0, got {self.rho}")
 
 
+@register("modo", order=200)
 class MoDo(DoubleSampledMethod):
     """Projected gradient descent on the simplex weights with a double-sampled Gramian."""
 

@@ -23,6 +23,7 @@ from torchjd.aggregation import NashMTL as TorchJDNashMTL
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
 class SolverFailure(RuntimeError):
@@ -54,6 +55,7 @@ def require_ecos() -> None:
                            "pip install ecos (it is in this project's dependencies)")
 
 
+@register("nash-mtl", order=80)
 class NashMTL(AggregatorMethod):
     """The Nash bargaining solution of the task gradients, norm-clipped."""
 

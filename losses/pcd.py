@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torchjd.aggregation import PCD as TorchJDPCD
 
+from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
 
 
@@ -42,6 +43,7 @@ class PCDOptions(SolverOptions):
                              f"beta={self.beta}, eps={self.eps}")
 
 
+@register("pcd", order=170)
 class PCD(TorchJDStateMethod):
     """Follow the primary task's gradient subject to a guaranteed progress on every other task."""
 

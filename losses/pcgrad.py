@@ -12,8 +12,10 @@ from torchjd.aggregation import PCGrad as TorchJDPCGrad
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("pcgrad", order=20)
 class PCGrad(AggregatorMethod):
     """g = sum_k g_k^PC (torchjd's PCGrad)."""
 

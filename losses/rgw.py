@@ -13,8 +13,10 @@ from torchjd.aggregation import Random
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("rgw", order=220)
 class RGW(AggregatorMethod):
     """Random convex combinations of the task gradients."""
 

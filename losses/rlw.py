@@ -11,9 +11,11 @@ from __future__ import annotations
 from torchjd.scalarization import Random
 
 from losses.base import NoOptions
+from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
 
+@register("rlw", order=40)
 class RLW(ScalarizerMethod):
     """Random weights summing to 1, from a softmax of standard normal draws."""
 

@@ -32,4 +32,4 @@ class ScalarizerMethod(LossMethod):
 
     def effective_weights(self, total: Tensor, values: Tensor) -> dict:
         (w,) = torch.autograd.grad(total, values, retain_graph=True)
-        return {f"weight/{t}": w[i] for i, t in enumerate(self.tasks)}
+        return self.weight_logs(w)

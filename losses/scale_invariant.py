@@ -11,9 +11,11 @@ import torch
 from torch import Tensor
 
 from losses.base import NoOptions, StepContext
+from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
 
+@register("scale-invariant", order=60)
 class ScaleInvariant(ScalarizerMethod):
     """sum_k log L_k; every loss must be positive."""
 

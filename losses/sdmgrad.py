@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from torchjd.aggregation import SDMGradWeighting, WeightedAggregator
 
+from losses.registry import register
 from losses.torchjd_state import DoubleSampledMethod, DoubleSamplingOptions
 
 
@@ -40,6 +41,7 @@ class SDMGradOptions(DoubleSamplingOptions):
             raise ValueError("SDMGrad needs lr > 0, 0 <= momentum < 1 and n_iter >= 1")
 
 
+@register("sdmgrad", order=190)
 class SDMGrad(DoubleSampledMethod):
     """A direction between stochastic MGDA and the mean gradient."""
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchjd.scalarization import STCH as TorchJDSTCH
 
 from losses.base import StepContext
+from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
 EPS = 1e-20  # inside the logs, as the reference code
@@ -42,6 +43,7 @@ class STCHOptions:
             raise ValueError(f"STCH warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
 
+@register("stch", order=100)
 class STCH(ScalarizerMethod):
     """The smooth maximum of the log-losses normalised by their warm-up level."""
 

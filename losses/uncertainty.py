@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from losses.base import LossMethod, StepContext
+from losses.registry import register
 
 # Uncertainty forms, per task kind: the term is  a * exp(-s) * L + b * s  with s = log sigma^2, as (a, b).
 FORMS: dict[str, dict[str, tuple[float, float]]] = {
@@ -32,6 +33,7 @@ class UncertaintyOptions:
             raise ValueError(f"init_log_var must be finite, got {self.init_log_var}")
 
 
+@register("uncertainty", order=20)
 class UncertaintyWeighting(LossMethod):
     """One learned s_t = log sigma_t^2 per task.
 
@@ -58,12 +60,12 @@ class UncertaintyWeighting(LossMethod):
     def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
         self.check_losses(losses)
         total = 0.0
-        logs = {}
+        weights, logs = {}, {}
         for t in self.tasks:
             a, b = self.coefs[t]
             s = self.log_vars[t]
             weight = a * torch.exp(-s)  # the multiplier on L_t
             total = total + weight * losses[t].float() + b * s
-            logs[f"weight/{t}"], logs[f"sigma2/{t}"], logs[f"log_var/{t}"] = \
-                weight.detach(), s.detach().exp(), s.detach().clone()
-        return total, logs
+            weights[t] = weight.detach()
+            logs[f"sigma2/{t}"], logs[f"log_var/{t}"] = s.detach().exp(), s.detach().clone()
+        return total, self.weight_logs(weights) | logs

@@ -12,8 +12,10 @@ from torchjd.aggregation import UPGrad as TorchJDUPGrad
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
+from losses.registry import register
 
 
+@register("upgrad", order=90)
 class UPGrad(AggregatorMethod):
     """The mean of the task gradients projected onto the dual cone of J."""
 

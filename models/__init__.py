@@ -6,6 +6,7 @@ loss-weighting parameter: those belong to the method module (losses.build_weight
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -14,7 +15,7 @@ from models.heads import build_head
 from models.pretrained import initialise_backbone
 from models.resnet import BACKBONES, build_backbone
 
-__all__ = ["BACKBONES", "MultiTaskDeepLab", "build_model"]
+__all__ = ["BACKBONES", "MultiTaskDeepLab", "autocast_forward", "build_model"]
 
 
 class MultiTaskDeepLab(nn.Module):
@@ -63,3 +64,10 @@ def build_model(cfg, pretrained: bool = True) -> MultiTaskDeepLab:
     aspp = ASPP(backbone.out_channels, m.aspp_channels, aspp_rates(m.aspp_rates, m.output_stride), m.aspp_projection)
     heads = {task: build_head(task, aspp.out_channels, m.head_channels, m.head_kernel) for task in cfg.tasks}
     return MultiTaskDeepLab(backbone, aspp, heads)
+
+
+def autocast_forward(net: nn.Module, image: Tensor, dtype: torch.dtype | None, **kwargs):
+    """`net(image, **kwargs)` under autocast to `dtype` on the image's device; None: full precision. The one
+    forward of training, evaluation and figures."""
+    with torch.autocast(image.device.type, dtype=dtype, enabled=dtype is not None):
+        return net(image, **kwargs)

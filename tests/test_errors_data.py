@@ -60,7 +60,7 @@ def test_show_path_errors_are_one_line(synthetic_root, tmp_path, capsys):
     assert e.value.code == 2 and "is a directory" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         data_show.main([str(synthetic_root), "--out", str(tmp_path / "a.png"), "--size", "axb"])
-    assert e.value.code == 2 and "--size must be HxW" in capsys.readouterr().err
+    assert e.value.code == 2 and "size must be HxW" in capsys.readouterr().err
 
 
 def test_cache_out_that_is_a_file_is_one_line(synthetic_root, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine.atomic
+import infra.atomic
 import train
 from engine.checkpoint import save_checkpoint
 
@@ -66,7 +66,7 @@ def _interrupt_checkpoint_writes(monkeypatch):
             return _InterruptingFile(fd, "wb")
         return real(fd, mode, *a, **k)
 
-    monkeypatch.setattr(engine.atomic.os, "fdopen", fdopen)
+    monkeypatch.setattr(infra.atomic.os, "fdopen", fdopen)
 
 
 def test_ctrl_c_while_a_checkpoint_is_written_is_delivered_after_it(tmp_path, monkeypatch):

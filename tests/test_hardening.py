@@ -20,18 +20,18 @@ import pytest
 import torch
 import yaml
 
-import engine.atomic
 import engine.checkpoint
 import engine.step
 import evaluate
+import infra.atomic
 import train
 from data.cityscapes import CityscapesMultiTask, DataError
 from engine.config import ConfigError, config_from_dict, load_config, load_yaml
-from engine.lock import FileLock
 from engine.rundir import JsonlLog, truncate_log, wandb_run_id
 from experiments import plots, runner
 from experiments.layout import Paths
 from experiments.manifest import list_manifests
+from infra.lock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
@@ -61,7 +61,7 @@ def finished(synthetic_root, tmp_path_factory):
     replaced, real_replace = [], os.replace
     mp = pytest.MonkeyPatch()
     mp.setenv("CITYSCAPES_DATASET", str(synthetic_root))
-    mp.setattr(engine.atomic.os, "replace", lambda a, b: (replaced.append(Path(b).name), real_replace(a, b))[1])
+    mp.setattr(infra.atomic.os, "replace", lambda a, b: (replaced.append(Path(b).name), real_replace(a, b))[1])
     args = [*TINY, f"run_dir={run}", "optim.iterations=2", "ckpt_every=1"]
     out = io.StringIO()
     try:
@@ -165,7 +165,7 @@ def test_evaluate_limit_must_be_positive(checkpoint, limit, capsys):
 
 def test_evaluate_out_is_strict_json_written_atomically(checkpoint, synthetic_root, tmp_path, monkeypatch):
     out, replaced, real = tmp_path / "eval.json", [], os.replace
-    monkeypatch.setattr(engine.atomic.os, "replace", lambda a, b: (replaced.append(Path(b).name), real(a, b))[1])
+    monkeypatch.setattr(infra.atomic.os, "replace", lambda a, b: (replaced.append(Path(b).name), real(a, b))[1])
     evaluate.main(["--checkpoint", str(checkpoint), "--root", str(synthetic_root), "--workers", "0", "--limit", "1",
                    "--out", str(out)])
     strict_loads(out.read_text())  # with one frame some class IoUs are NaN: written as null
@@ -228,7 +228,7 @@ def test_resume_does_not_rewrite_metrics_jsonl_in_place(tmp_path, monkeypatch):
     log.write_text("".join(json.dumps({"step": s, "loss/total": 1.0}) + "\n" for s in range(1, 6)))
     before = log.read_text()
     # A write error while cutting the log back to the checkpoint's step leaves the whole old log.
-    monkeypatch.setattr(engine.atomic.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    monkeypatch.setattr(infra.atomic.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
     with pytest.raises(OSError):
         truncate_log(log, 3)
     assert log.read_text() == before and not list(tmp_path.glob(".*.tmp"))
@@ -242,14 +242,14 @@ def test_resume_does_not_rewrite_metrics_jsonl_in_place(tmp_path, monkeypatch):
 
 def test_atomic_writes_fsync_the_directory(tmp_path, monkeypatch):
     kinds, real = [], os.fsync
-    monkeypatch.setattr(engine.atomic.os, "fsync", lambda fd: (kinds.append(stat.S_ISDIR(os.fstat(fd).st_mode)),
+    monkeypatch.setattr(infra.atomic.os, "fsync", lambda fd: (kinds.append(stat.S_ISDIR(os.fstat(fd).st_mode)),
                                                                 real(fd))[1])
-    engine.atomic.write_json(tmp_path / "x.json", {"a": 1})
+    infra.atomic.write_json(tmp_path / "x.json", {"a": 1})
     assert kinds == [False, True]  # the file, then its directory after the rename
 
 
 def test_json_is_strict_everywhere(tmp_path):
-    engine.atomic.write_json(tmp_path / "x.json", {"a": math.nan, "b": [math.inf, 1.0]})
+    infra.atomic.write_json(tmp_path / "x.json", {"a": math.nan, "b": [math.inf, 1.0]})
     assert strict_loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 1.0]}
     log = JsonlLog(tmp_path / "metrics.jsonl", enabled=True, wandb_mode="disabled", cfg=load_config())
     log.write(1, {"val/semantic/iou/train": math.nan})

@@ -299,7 +299,7 @@ def test_a_tasks_by_n_state_is_summarised_in_the_record_and_hashed_in_the_replic
     """MoCo keeps a tasks x n tensor: the run record's method_state gives its shape, dtype and norm (not
     millions of numbers); the replica digest still tells two states apart by their bytes."""
     from engine.distributed import replica_digest
-    from engine.rundir import PLAIN_MAX_ELEMENTS, plain
+    from infra.atomic import PLAIN_MAX_ELEMENTS, plain
 
     J = torch.ones(2, PLAIN_MAX_ELEMENTS)
     a, b = build_weighting("moco", PAIR), build_weighting("moco", PAIR)

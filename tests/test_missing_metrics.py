@@ -89,9 +89,9 @@ def test_a_small_val_set_with_nan_metrics_runs_to_a_table(synthetic_root, tmp_pa
 
 def test_a_record_rewritten_after_loading_keeps_its_null_metrics(tmp_path):
     """The runner adds official scores to a loaded record and writes it back: a NaN metric stays null."""
-    from engine.atomic import write_json
     from engine.config import Config
     from experiments.records import load_records
+    from infra.atomic import write_json
 
     cfg = Config()
     paths = Paths(tmp_path / "configs", tmp_path / "runs", tmp_path / "results")

@@ -13,16 +13,7 @@ import time
 
 from data.synthetic.profile import DEFAULT_PROFILE, PROFILES
 from data.synthetic.writer import generate
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 256x512 (HxW), got {text!r}") from None
-    if h < 16 or w < 16:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small (at least 16x16)")
-    return h, w
+from data.transforms import parse_size
 
 
 def _count(text: str) -> int:
@@ -52,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--train", type=_count, default=300, help="number of train frames")
     parser.add_argument("--val", type=_count, default=100, help="number of val frames")
-    parser.add_argument("--size", type=_parse_size, default=(256, 512), help="HxW, e.g. 256x512")
+    parser.add_argument("--size", type=lambda text: parse_size(text, minimum=16), default=(256, 512),
+                        help="HxW, e.g. 256x512")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=_workers, default=None, help="processes (default: all usable cores)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE,

@@ -17,7 +17,7 @@ import numpy as np
 from data.labels import ID_TO_COLOR
 from data.synthetic.profile import DEFAULT_PROFILE, MARKER, get_profile
 from data.synthetic.render import render_frame
-from engine.atomic import write_json
+from infra.atomic import write_json
 
 TRAIN_CITIES = (
     "aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt", "hamburg", "hanover",

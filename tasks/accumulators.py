@@ -1,4 +1,4 @@
-"""Dataset-level metric accumulators: one per task, composed in tasks.py.
+"""Dataset-level metric accumulators: one per task, composed in tasks/specs.py.
 
 An accumulator sums over a whole split and divides only in `compute()`, so its numbers are
 pixel-weighted over the split, never a mean of per-batch means. Its state is a few tensors that
@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from data.labels import IGNORE_INDEX
+from tasks.labels import IGNORE_INDEX
 
 
 class Accumulator:

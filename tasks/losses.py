@@ -3,7 +3,7 @@
 Each loss is a mean over the valid pixels of the whole batch. A batch without any valid pixel
 gives exactly 0, still connected to the graph (zero gradient), never NaN: the sums are divided by
 max(count, 1), which also avoids a host-device sync. Which task uses which loss, and which sample
-keys it reads, is said once in tasks.py.
+keys it reads, is said once in tasks/specs.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.labels import IGNORE_INDEX
+from tasks.labels import IGNORE_INDEX
 
 
 def _check_shape(what: str, pred: Tensor, target: Tensor, want: tuple[int, ...]) -> None:

@@ -16,12 +16,14 @@ from functools import partial
 
 from torch import Tensor
 
-from data.labels import CLASS_NAMES, NUM_CLASSES
-from evaluation.accumulators import Accumulator, ConfusionMatrix, RegressionError
-from losses.base import KINDS
-from losses.pixel import cross_entropy_loss, masked_l1_loss
+from tasks.accumulators import Accumulator, ConfusionMatrix, RegressionError
+from tasks.labels import CLASS_NAMES, NUM_CLASSES
+from tasks.losses import cross_entropy_loss, masked_l1_loss
 
 __all__ = ["KINDS", "METRICS", "TASKS", "TASK_KINDS", "TASK_SPECS", "MetricSpec", "TaskSpec", "check_tasks"]
+
+# How a task's likelihood is modelled (each TaskSpec has one): decides e.g. the uncertainty form.
+KINDS = ("classification", "regression")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 over it, and the directory fsynced; strict JSON (NaN and infinities become null); results readable by
 others (mode 0644); temporary files that an interrupted write left behind are swept away.
 
-Torch-free, so checkpoints (engine/checkpoint.py), the run directory (engine/rundir.py) and the result
-writers (experiments/, evaluate.py) share one implementation.
+Torch-free, so checkpoints (engine/checkpoint.py), the run directory (engine/rundir.py), the data tools and
+the result writers (experiments/, evaluate.py) share one implementation. `plain` is the one JSON normaliser.
 """
 
 from __future__ import annotations
@@ -61,20 +61,36 @@ def write_text(path: Path, text: str, mode: int = MODE) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()), mode)
 
 
-def strict(obj):
-    """`obj` with every NaN or infinite float replaced by None (tuples become lists), for strict JSON."""
+# A tensor with more elements than this (a tasks x n gradient state: MoCo, DB-MTL, ExcessMTL) is written as
+# a summary (shape, dtype, norm), not listed: run records stay small.
+PLAIN_MAX_ELEMENTS = 4096
+
+
+def plain(obj):
+    """`obj` as strict JSON values: every NaN or infinite float None, tensors and arrays (anything with
+    `tolist`) as (nested) lists, tuples as lists, mappings and lists element by element (a key that JSON
+    cannot hold by its repr), other values by repr (a method's extra state, e.g. FAMO's Adam moments).
+    A tensor of more than PLAIN_MAX_ELEMENTS elements is summarised by its shape, dtype and norm."""
+    if callable(getattr(obj, "numel", None)) and obj.numel() > PLAIN_MAX_ELEMENTS:
+        return {"shape": list(obj.shape), "dtype": str(obj.dtype).removeprefix("torch."),
+                "norm": plain(float(obj.detach().double().norm()))}
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if hasattr(obj, "tolist"):
+        return plain(obj.tolist())
     if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
+        return {k if k is None or isinstance(k, (str, int, float, bool)) else repr(k): plain(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    return obj
+        return [plain(v) for v in obj]
+    return repr(obj)
 
 
 def dumps(obj, **kwargs) -> str:
     """Strict JSON text of `obj` (NaN and infinities as null): what every JSON file of the project holds."""
-    return json.dumps(strict(obj), allow_nan=False, **kwargs)
+    return json.dumps(plain(obj), allow_nan=False, **kwargs)
 
 
 def write_json(path: Path, obj) -> None:
