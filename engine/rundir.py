@@ -90,6 +90,14 @@ def wandb_run_id(cfg: Config, run_dir: Path) -> str:
     return f"{cfg.name}-{cfg.identity()}-{where}"
 
 
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it, else as given (records name no machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def git_commit() -> str:
     """The repository's HEAD commit, with "-dirty" if tracked files are modified; "unknown" outside git."""
     try:

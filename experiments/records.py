@@ -21,7 +21,10 @@ from experiments.layout import Paths
 
 # Keys copied from a run's metrics.json.
 FINAL_KEYS = ("step", "iterations", "metrics", "config", "identity", "identity_schema", "command", "git_commit",
-              "wall_time_s", "replicas", "method_state", "data_root")
+              "wall_time_s", "replicas", "method_state", "data_root",
+              # the comparison protocol's provenance (runs with data.test_split; docs/comparisons.md)
+              "score_split", "selection_split", "val_metrics", "data_profile", "precision", "dirty",
+              "wall_time_complete")
 
 
 def read_json(path: Path) -> dict:
@@ -73,6 +76,8 @@ def record_from_run(run_dir: Path, preset: str) -> dict:
     record = {k: final[k] for k in FINAL_KEYS if k in final}
     cfg = config_from_dict(final["config"])
     record |= {"preset": preset, "seed": cfg.seed, "identity": cfg.identity()}
+    if "git_commit" in record and "dirty" not in record:  # made from modified code: said in the record
+        record["dirty"] = str(record["git_commit"]).endswith("-dirty")
     log = run_dir / "metrics.jsonl"
     if log.exists():
         curves = plots.read_curves(log)
@@ -98,8 +103,12 @@ def record_path(paths: Paths, preset: str, identity: str) -> Path:
 
 
 def write_record(paths: Paths, preset: str, record: dict) -> Path:
-    """Write (or replace) the record of one run."""
+    """Write (or replace) the record of one run. A run recorded again keeps its original training time."""
     path = record_path(paths, preset, record["identity"])
+    if path.exists() and "wall_time_s" in record:
+        old = read_json(path)
+        if "wall_time_s" in old:
+            record = record | {"wall_time_s": old["wall_time_s"]}
     write_json(path, record)
     return path
 

@@ -1,6 +1,6 @@
 """Synthetic Cityscapes: street scenes from a pinhole stereo camera, written in the official layout.
 
-`python -m data.synthetic --out DIR [--train N] [--val N] [--size HxW] [--seed S] [--workers K]
+`python -m data.synthetic --out DIR [--train N] [--val N] [--test N] [--size HxW] [--seed S] [--workers K]
 [--profile v1|calibrated]` writes leftImg8bit, gtFine (labelIds, instanceIds, color, polygons),
 disparity and camera files with real city names, then an empty `DIR/.complete`. `DIR/.synthetic`
 records the profile, seed, size and frame counts. Profile v1 (the default) is the generator every
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--train", type=int, default=300, help="number of train frames")
     parser.add_argument("--val", type=int, default=100, help="number of val frames")
+    parser.add_argument("--test", type=int, default=0,
+                        help="number of annotated test frames (default 0: no test split), the held-out split")
     parser.add_argument("--size", type=_parse_size, default=(256, 512), help="HxW, e.g. 256x512")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all usable cores)")
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"scene parameters (default {DEFAULT_PROFILE}; see data/synthetic/profile.py)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = generate(args.out, args.train, args.val, args.size, args.seed, args.workers, args.profile)
-    print(f"wrote {args.train} train + {args.val} val frames at {args.size[0]}x{args.size[1]} to {out} "
+    out = generate(args.out, args.train, args.val, args.size, args.seed, args.workers, args.profile,
+                   args.test)
+    test = f" + {args.test} test" if args.test else ""
+    print(f"wrote {args.train} train + {args.val} val{test} frames at {args.size[0]}x{args.size[1]} to {out} "
           f"(profile {args.profile}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
