@@ -127,7 +127,8 @@ class OptimConfig:
     grad_clip: float | None = None
     # sgd: the paper's (Nesterov momentum); adam: torch.optim.Adam with the same lr, schedule and parameter
     # groups (L2 decay on conv weights only). Adam is nearly invariant to a loss's scale, so an Adam row
-    # separates balancing from step size (docs/comparisons.md). The default keeps the identity of runs made before the option.
+    # separates balancing from step size (docs/comparisons.md). The default keeps the identity of runs made
+    # before the option.
     optimizer: str = "sgd"
     impl: str = "auto"  # SGD implementation: auto (torch's choice) | foreach | fused | loop (one tensor at a time)
 

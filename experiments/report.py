@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from engine.atomic import atomic_write_bytes, write_json
-from experiments import plots
+from experiments import plots, protocol
 from experiments.aggregate import aggregate, load_paper, results_of
 from experiments.claims import claims_markdown, pilot_markdown
 from experiments.layout import Paths, link
@@ -286,6 +286,10 @@ def markdown(t: dict) -> str:
         lines += pilot_markdown(t)
     if t.get("claims"):
         lines += claims_markdown(t)
+    if t.get("schedule"):  # the comparison protocol (experiments/protocol.py)
+        lines += protocol.schedule_markdown(t["schedule"])
+    if t.get("protocol"):
+        lines += protocol.claims_markdown(t)
     if t.get("curves"):
         links = ", ".join(f"[{name}]({target})" for name, target in t["curves"].items())
         lines += ["", f"Effective task weights (and sigma^2) over training (the paper's Appendix B): {links}."]
