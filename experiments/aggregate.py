@@ -180,7 +180,7 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         extra["pilot"] = pilot_columns(manifest, rows, found_by_row)
     if manifest.schedule:
         extra["schedule"] = schedule_columns(manifest, found_by_row, {r["name"]: r["tasks"] for r in rows})
-    if manifest.primary:  # the protocol's claims: two Holm families, TOST, the fixed vocabulary
+    if manifest.primary and not manifest.schedule:  # protocol claims: two Holm families, TOST, fixed vocabulary
         extra |= protocol_claims(manifest, preset, records, paper, seeds, paths, rows, found_by_row)
     elif manifest.claims:
         extra["claims"] = claims_columns(manifest, rows, found_by_row)

@@ -146,6 +146,9 @@ def lr_selection(manifest: Manifest, row: Row, preset: str, paths: Paths, record
     from experiments.records import load_records
 
     records = load_records(paths, preset) if records is None else records
+    key = (str(manifest.path), row.name, preset, str(paths.configs), id(records), len(records))
+    if key in _SELECTIONS and _SELECTIONS[key][0] is records:  # one choice per records snapshot (plan resolves
+        return _SELECTIONS[key][1]                              # every seed, and weights_from rows their source)
     scores: dict[float, list[dict]] = {}
     for value in manifest.lr_grid.values:
         for seed in manifest.lr_grid.seeds:
@@ -155,7 +158,14 @@ def lr_selection(manifest: Manifest, row: Row, preset: str, paths: Paths, record
                 raise Pending(f"{manifest.name}/{row.name} waits for its lr grid ({run.name} [{run.identity}])")
             scores.setdefault(value, []).append(selection_metrics(record))
     metrics = [c.metric for c in manifest.columns if METRICS[c.metric].task in run.config.tasks]
-    return select_lr(scores, metrics)
+    choice = select_lr(scores, metrics)
+    if len(_SELECTIONS) > 1000:
+        _SELECTIONS.clear()
+    _SELECTIONS[key] = (records, choice)
+    return choice
+
+
+_SELECTIONS: dict[tuple, tuple[dict, dict]] = {}
 
 
 def resolve(manifest: Manifest, row: Row, seed: int, preset: str, paths: Paths = Paths(),
@@ -192,6 +202,10 @@ def runs_of(manifest: Manifest, preset: str, seeds: tuple[int, ...] | None = Non
     """Every (row, seed) of `manifest` on `preset`, rows in manifest order. Runs still waiting for another
     run's record are left out, their reasons appended to `pending` (without a list: Pending is raised)."""
     runs = []
+    if records is None and (manifest.lr_grid or any(r.weights_from for r in manifest.rows)):
+        from experiments.records import load_records
+
+        records = load_records(paths, preset)  # once, not once per run that reads another run's record
     for row in manifest.rows:
         if uses_grid(manifest, row):  # the grid first: the row's own runs wait for its choice
             for value in manifest.lr_grid.values:
