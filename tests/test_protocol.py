@@ -12,7 +12,7 @@ import pytest
 from engine.config import ConfigError
 from experiments.layout import Paths
 from experiments.manifest import find_manifests, load_manifest
-from experiments.plan import Pending, plan, scale_weights
+from experiments.plan import Pending, plan, resolve, scale_weights
 from experiments.protocol import select_lr
 from experiments.records import load_records, write_record
 from experiments.report import write_report
@@ -184,3 +184,51 @@ def test_protocol_manifest_keys_are_checked(tmp_path, text, error):
     path.write_text(f"title: M\nseeds: [0]\ncolumns: [semantic/miou]\nrows: [{{name: a}}]\n{text}\n")
     with pytest.raises(ConfigError, match=error):
         load_manifest(path)
+
+
+PROTOCOL = ("protocol-pilot", "protocol-claims", "protocol-adam", "protocol-table1", "protocol-figure2a",
+            "protocol-figure2b", "protocol-appendixb", "protocol-benchmark")
+
+
+def test_the_committed_protocol_manifests_and_preset():
+    from engine.config import load_config
+
+    paths = Paths()
+    cfg = load_config([paths.configs / "synthetic-protocol.yaml"])
+    assert (cfg.amp, cfg.model.output_stride, cfg.data.test_split, cfg.data.synthetic_profile) == \
+        ("bf16", 16, "test", "calibrated")
+    manifests = {m.name: m for m in find_manifests(paths.manifests, PROTOCOL)}
+    assert all(m.for_presets == ("synthetic-protocol",) for m in manifests.values())
+    sgd_grid = manifests["protocol-claims"].lr_grid
+    for name in ("protocol-claims", "protocol-table1", "protocol-figure2a", "protocol-figure2b", "protocol-benchmark"):
+        assert manifests[name].lr_grid == sgd_grid  # the same grid for every row
+    for name in ("protocol-pilot", "protocol-claims", "protocol-adam", "protocol-table1", "protocol-benchmark"):
+        assert len(manifests[name].seeds) >= 5
+    for name in ("protocol-figure2a", "protocol-figure2b", "protocol-appendixb"):
+        m = manifests[name]
+        assert all(len(r.seeds or m.seeds) >= 3 for r in m.rows)
+    assert len(manifests["protocol-table1"].rows) == 9
+    ls = next(r for r in manifests["protocol-benchmark"].rows if r.name == "ls")
+    assert ls.config["method"]["fixed"]["weights"] == {"semantic": 1.0, "instance": 1.0, "depth": 1.0}
+    s0 = sorted(r.config["method"].get("uncertainty", {}).get("init_log_var", 0.0)
+                for r in manifests["protocol-appendixb"].rows)
+    assert s0[0] == -2.0 and s0[-1] == 5.0
+    for m in manifests.values():  # every row's overrides resolve on the preset (seed 0, its own lr)
+        for row in m.rows:
+            if not row.weights_from:
+                resolve(m, row, 0, "synthetic-protocol", paths, lr=None)
+
+
+def test_the_protocol_preset_trains_the_pilots_schedule_and_the_benchmark_says_smoke_test_until_settled():
+    path = Paths().results / "synthetic-protocol" / "protocol-pilot.json"
+    if not path.exists():
+        pytest.skip("the protocol pilot is not recorded yet")
+    from engine.config import load_config
+
+    pilot = json.loads(path.read_text())
+    if any(r["missing_seeds"] for r in pilot["rows"]):
+        pytest.skip("the protocol pilot is not complete")
+    schedule = pilot["schedule"]
+    assert load_config([Paths().configs / "synthetic-protocol.yaml"]).optim.iterations == schedule["used_iterations"]
+    (bench,) = find_manifests(Paths().manifests, ["protocol-benchmark"])
+    assert ("smoke test" in bench.title.lower()) == (schedule["settled_iterations"] is None)
