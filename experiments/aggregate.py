@@ -21,8 +21,10 @@ from experiments.protocol import (
     SCHEDULE_RULE,
     SELECTION_RULE,
     claims_protocol,
+    pairwise,
     schedule_columns,
     total_weight,
+    weight_diagnostic,
 )
 from experiments.records import Record, read_json
 from losses import method_class
@@ -172,6 +174,8 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             entry["x_learned"] = row.x == "learned"
         rows.append(entry)
     extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
+    if manifest.baselines and manifest.lr_grid is not None:  # the protocol benchmark
+        extra |= {"pairwise": pairwise(rows), "weight_diagnostic": weight_diagnostic(rows)}
     if manifest.settle:
         for row in rows:
             row["settle"] = settle_columns(found_by_row[row["name"]], manifest.settle)

@@ -215,14 +215,16 @@ def runs_of(manifest: Manifest, preset: str, seeds: tuple[int, ...] | None = Non
                     except Pending as e:
                         if pending is None:
                             raise
-                        pending.append(str(e))
+                        if str(e) not in pending:
+                            pending.append(str(e))
         for seed in row_seeds(manifest, row, seeds):
             try:
                 runs.append(resolve(manifest, row, seed, preset, paths, data_root, records))
             except Pending as e:
                 if pending is None:
                     raise
-                pending.append(str(e))
+                if str(e) not in pending:  # a row waiting for its lr grid: once, not once per seed
+                    pending.append(str(e))
     return runs
 
 

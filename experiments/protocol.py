@@ -218,3 +218,50 @@ def claims_markdown(t: dict) -> list[str]:
     lines += ["", "Claims over all their metrics: " + "; ".join(f"{k}: **{v}**" for k, v in c["claims"].items())
               + "."]
     return lines
+
+
+def pairwise(rows: list[dict]) -> dict:
+    """Every pair of benchmark rows with a Delta_m: the paired difference of their per-task Delta_p (percentage
+    points, positive = the first row is better), Holm-corrected across all pairs, with verdicts."""
+    have = [r for r in rows if r.get("delta_m")]
+    per_seed = {r["name"]: dict(zip(r["delta_m"]["seeds"], r["delta_m"]["per_task"]["values"])) for r in have}
+    pairs = []
+    for i, a in enumerate(have):
+        for b in have[i + 1:]:
+            seeds = sorted(set(per_seed[a["name"]]) & set(per_seed[b["name"]]))
+            diff = {s: per_seed[a["name"]][s] - per_seed[b["name"]][s] for s in seeds}
+            pairs.append({"a": a["name"], "b": b["name"]} | st.compare(diff, {}, None, margin_pct=None))
+    st.apply_holm(pairs, settled=False)
+    return {"rule": "paired per-task Delta_p differences (pp), two-sided t-test, Holm across every pair",
+            "pairs": pairs, "significant": sum(p["verdict"] in (st.SUPPORTED, st.WORSE) for p in pairs)}
+
+
+def weight_diagnostic(rows: list[dict]) -> dict:
+    """Delta_m (per task, mean over seeds) against each loss-space row's total final weight, with Spearman's rho:
+    a strong rank correlation says step size, not balancing, orders the methods."""
+    from scipy.stats import spearmanr
+
+    points = [{"name": r["name"], "total_weight": r["total_weight"], "delta_p": r["delta_m"]["per_task"]["mean"]}
+              for r in rows if r.get("delta_m") and r.get("total_weight") is not None]
+    rho = spearmanr([p["total_weight"] for p in points], [p["delta_p"] for p in points]) if len(points) > 2 else None
+    return {"points": points, "spearman_rho": None if rho is None or math.isnan(rho.statistic) else
+            float(rho.statistic), "spearman_p": None if rho is None or math.isnan(rho.pvalue) else float(rho.pvalue)}
+
+
+def benchmark_markdown(t: dict) -> list[str]:
+    """The protocol benchmark's extras: how many pairwise differences survive Holm, and the step-size diagnostic."""
+    lines = []
+    if t.get("pairwise"):
+        pw = t["pairwise"]
+        lines += ["", "### Pairwise differences (Holm-corrected)", "",
+                  f"{pw['significant']} of {len(pw['pairs'])} pairwise per-task Δp differences are significant "
+                  f"after Holm ({pw['rule']})." + (f" ![pairwise]({t['pairwise_image']})"
+                                                   if t.get("pairwise_image") else "")]
+    if t.get("weight_diagnostic"):
+        d = t["weight_diagnostic"]
+        rho = "—" if d["spearman_rho"] is None else f"{d['spearman_rho']:+.2f} (p {_p(d['spearman_p'])})"
+        lines += ["", "### Δp against total loss weight", "",
+                  f"Spearman ρ between each loss-space row's total final weight and its per-task Δp: {rho}; a "
+                  "strong correlation means step size, not balancing, orders the rows."
+                  + (f" ![weight]({t['weight_image']})" if t.get("weight_image") else "")]
+    return lines

@@ -232,3 +232,24 @@ def test_the_protocol_preset_trains_the_pilots_schedule_and_the_benchmark_says_s
     assert load_config([Paths().configs / "synthetic-protocol.yaml"]).optim.iterations == schedule["used_iterations"]
     (bench,) = find_manifests(Paths().manifests, ["protocol-benchmark"])
     assert ("smoke test" in bench.title.lower()) == (schedule["settled_iterations"] is None)
+
+
+def test_pairwise_matrix_and_weight_diagnostic(tmp_path):
+    from experiments import plots
+    from experiments.protocol import pairwise, weight_diagnostic
+
+    def row(name, values, weight):
+        return {"name": name, "total_weight": weight,
+                "delta_m": {"seeds": list(range(5)), "per_task": {"values": values, "mean": sum(values) / 5}}}
+
+    rows = [row("a", [5.0, 5.2, 4.9, 5.1, 5.0], 1.0), row("b", [0.1, -0.1, 0.0, 0.2, -0.2], 2.0),
+            row("c", [-5.0, -5.1, -4.8, -5.2, -4.9], 3.0), {"name": "single", "delta_m": None}]
+    pw = pairwise(rows)
+    assert [(p["a"], p["b"]) for p in pw["pairs"]] == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert pw["pairs"][1]["difference"]["mean"] == pytest.approx(10.04)
+    assert all(p["p_holm"] >= p["p"] for p in pw["pairs"]) and pw["significant"] == 3
+    d = weight_diagnostic(rows)
+    assert d["spearman_rho"] == pytest.approx(-1.0)  # Delta_p falls as the total weight rises
+    t = {"title": "B", "rows": rows, "pairwise": pw, "weight_diagnostic": d}
+    assert plots.plot_pairwise(t, tmp_path / "p.png").stat().st_size > 0
+    assert plots.plot_weight_diagnostic(t, tmp_path / "w.png").stat().st_size > 0
