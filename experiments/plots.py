@@ -50,7 +50,7 @@ def read_curves(path: Path, prefixes: tuple[str, ...] = CURVE_PREFIXES) -> dict[
     rows = [r for r in rows if any(k in r for k in keys)]
     curves = {"step": [r["step"] for r in rows]}
     for k in keys:
-        curves[k] = [float(r.get(k, math.nan)) for r in rows]
+        curves[k] = [math.nan if r.get(k) is None else float(r[k]) for r in rows]  # null: a NaN metric
     return curves
 
 

@@ -77,3 +77,16 @@ def test_adam_variant_builds_with_the_same_groups():
     assert load_config([], []).identity() != cfg.identity()  # a different experiment
     with pytest.raises(Exception, match="optim.optimizer"):
         load_config([], ["optim.optimizer=rmsprop"])
+
+
+def test_a_null_metric_in_the_log_reads_as_nan(tmp_path):
+    """A metric that is NaN at a validation (a class absent at 4 iterations) is logged as null; recording the
+    run must not fail on it (found by the protocol's smoke run)."""
+    import math
+
+    from experiments import plots
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 2, "val/semantic/miou": 3.0}\n{"step": 4, "val/semantic/miou": null}\n')
+    curves = plots.read_curves(log, prefixes=("val/",))
+    assert curves["val/semantic/miou"][0] == 3.0 and math.isnan(curves["val/semantic/miou"][1])
