@@ -28,7 +28,7 @@ from tqdm import tqdm
 from data.cityscapes import CityscapesMultiTask, DataError, one_line, resolve_root
 from data.resident import ResidentLoader, ResidentSplit
 from data.sampler import ResumableSampler, SeededItems
-from data.synthetic.profile import profile_problem
+from data.synthetic.profile import profile_problem, read_marker
 from data.transforms import Augment
 from engine.build import build_parts
 from engine.checkpoint import (
@@ -46,7 +46,7 @@ from engine.step import LossWindow, NonFiniteLossError, train_step
 from evaluation import NonFiniteOutputError, evaluate_model
 from infra.atomic import plain, write_json
 from infra.lock import LockHeld
-from infra.provenance import git_commit
+from infra.provenance import git_commit, repo_relative
 from infra.stop import Terminated, exit_status, stop_signals
 from models.pretrained import PretrainedWeightsMissing, check_initial_weights
 from tasks import METRICS
@@ -92,9 +92,17 @@ def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int
     else:
         loader = DataLoader(SeededItems(train_set, cfg.seed), batch_size=per_rank_batch, sampler=sampler,
                             num_workers=d.num_workers, pin_memory=pin, drop_last=True, persistent_workers=False)
-    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=cfg.eval_batch_size,
-                            num_workers=d.num_workers)
-    return loader, val_loader, sampler.steps_per_epoch
+    return loader, eval_loader(cfg, root, d.val_split, rank, world, val_set), sampler.steps_per_epoch
+
+
+def eval_loader(cfg: Config, root: Path, split: str, rank: int, world: int,
+                dataset: CityscapesMultiTask | None = None) -> DataLoader:
+    """This process's shard of an evaluation split (val for selection, data.test_split for the scores)."""
+    d = cfg.data
+    dataset = dataset or CityscapesMultiTask(root, split, size=d.size, augment=False, limit=d.val_frames,
+                                             cache=d.cache)
+    return DataLoader(Subset(dataset, range(rank, len(dataset), world)), batch_size=cfg.eval_batch_size,
+                      num_workers=d.num_workers)
 
 
 def train(cfg: Config, command: list[str] | None = None) -> dict:
@@ -154,6 +162,10 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
             raise ConfigError(f"{run_dir} was trained on {trained_on} but this run reads {root}; resume with "
                               f"data.root={trained_on}, or choose another run_dir")
     step = ckpt["step"] if ckpt is not None else 0
+    # Training time of the whole run: a resume adds to what its checkpoint had spent (None: a checkpoint written
+    # before the time was kept; the record then says its wall time covers only the last invocation).
+    wall_before = 0.0 if ckpt is None else ckpt.get("wall_time_s")
+    test_loader = eval_loader(cfg, root, cfg.data.test_split, rank, world) if cfg.data.test_split else None
     loader, val_loader, steps_per_epoch = make_loaders(cfg, root, rank, world, step, pin=device.type == "cuda",
                                                        device=device)
 
@@ -189,7 +201,8 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
             dist.all_gather_object(states, rng_state())
         if master:
             save_checkpoint(ckpt_path, {"config": cfg.to_dict(), **parts.state_dict(), "rng": states, "step": step,
-                                        "data_root": str(root)})
+                                        "data_root": str(root), "wall_time_s": None if wall_before is None
+                                        else wall_before + time.perf_counter() - started})
         return replicas
 
     log = JsonlLog(run_dir / "metrics.jsonl", enabled=master, wandb_mode=cfg.wandb, cfg=cfg, resume_step=step)
@@ -222,15 +235,27 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
             replicas = checkpoint()
     bar.close()
 
-    metrics = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
+    metrics = val_metrics = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
+    if test_loader is not None:  # the reported numbers come from the held-out split; val's stay for selection
+        metrics = evaluate_model(parts.model, test_loader, device, parts.autocast_dtype)
     if master:
-        log.write_final(step, {f"val/{k}": v for k, v in metrics.items()})
-        write_json(final_path, {
+        log.write_final(step, {f"val/{k}": v for k, v in val_metrics.items()})
+        elapsed = time.perf_counter() - started
+        commit = git_commit()
+        final = {
             "step": step, "iterations": cfg.optim.iterations, "metrics": metrics, "config": cfg.to_dict(),
             "identity": cfg.identity(), "identity_schema": IDENTITY_SCHEMA, "command": command or sys.argv,
-            "git_commit": git_commit(), "replicas": replicas, "data_root": str(root),
-            "wall_time_s": time.perf_counter() - started,  # this invocation only (after a resume: since it)
-            "method_state": plain(dict(parts.method.state_dict()))})
+            "git_commit": commit, "replicas": replicas, "data_root": str(root),
+            "wall_time_s": elapsed if wall_before is None else wall_before + elapsed,  # the whole run's training
+            "method_state": plain(dict(parts.method.state_dict()))}
+        if cfg.data.test_split:  # the protocol's provenance (docs/comparisons.md); older runs' keys unchanged
+            dtype = parts.autocast_dtype
+            final |= {"score_split": cfg.data.test_split, "selection_split": cfg.data.val_split,
+                      "val_metrics": val_metrics, "data_root": repo_relative(root),
+                      "data_profile": (read_marker(root) or {}).get("profile"),
+                      "precision": "float32" if dtype is None else str(dtype).removeprefix("torch."),
+                      "dirty": commit.endswith("-dirty"), "wall_time_complete": wall_before is not None}
+        write_json(final_path, final)
         print(final_report(run_dir, step, metrics), flush=True)
     log.close()
     return {"metrics": metrics, "model": parts.model, "method": parts.method, "replicas": replicas}

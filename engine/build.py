@@ -14,7 +14,7 @@ from models import build_model
 from tasks import TASK_SPECS
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module) -> torch.optim.SGD:
+def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module) -> torch.optim.Optimizer:
     """Paper SGD (Appendix A); weight decay only on conv/linear weights, never on norms, biases
     or the method's own parameters (log-variances), which get their own learning-rate multiplier."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -26,6 +26,8 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module
     if method_params:
         groups.append({"params": method_params, "weight_decay": 0.0, "lr": o.lr * cfg.method.lr_mult})
     impl = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}[o.impl]
+    if o.optimizer == "adam":  # the step-size control of docs/comparisons.md (momentum and nesterov unused)
+        return torch.optim.Adam(groups, lr=o.lr, **impl)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **impl)
 
 

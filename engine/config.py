@@ -54,6 +54,10 @@ class DataConfig:
     root: str | None = None  # None: $CITYSCAPES_DATASET
     train_split: str = "train"
     val_split: str = "val"
+    # null: the final metrics are scored on val_split (as before the option); a split name (e.g. test): the
+    # final metrics are scored on that held-out split, and val_split's final scores are kept as val_metrics
+    # for selection (docs/comparisons.md). Part of the identity when set (the record holds other numbers).
+    test_split: str | None = None
     size: tuple[int, int] | None = (128, 256)  # (H, W) the whole frame is resized to; None: file size
     crop: tuple[int, int] | None = None  # (H, W) random crop after scaling (train only)
     scale: tuple[float, float] | None = None  # random scale range (train only), e.g. (0.7, 2.0)
@@ -121,6 +125,11 @@ class OptimConfig:
     weight_decay: float = 1e-4  # not applied to norms, biases or log-variances
     poly_power: float = 0.9
     grad_clip: float | None = None
+    # sgd: the paper's (Nesterov momentum); adam: torch.optim.Adam with the same lr, schedule and parameter
+    # groups (L2 decay on conv weights only). Adam is nearly invariant to a loss's scale, so an Adam row
+    # separates balancing from step size (docs/comparisons.md). The default keeps the identity of runs made
+    # before the option.
+    optimizer: str = "sgd"
     impl: str = "auto"  # SGD implementation: auto (torch's choice) | foreach | fused | loop (one tensor at a time)
 
 
@@ -555,6 +564,7 @@ def _validate(cfg: Config) -> None:
     need(cfg.data.num_workers >= 0, f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     need(not (cfg.sync_bn and cfg.device == "cpu"),
          "sync_bn needs CUDA (SyncBatchNorm does not run on the CPU or with gloo); set sync_bn=false")
+    need(o.optimizer in ("sgd", "adam"), f"optim.optimizer must be sgd or adam, got {o.optimizer!r}")
     need(cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.wandb in ("disabled", "offline", "online"),

@@ -154,6 +154,7 @@ ev.args.exportFile, ev.args.gtInstancesFile = spec["export_file"], spec["gt_inst
 ev.args.predictionPath = spec["pred_dir"]
 distances = spec["distances"]
 ev.args.distanceAvailable = distances is not None
+ev.args.minRegionSizes = ev.args.minRegionSizes * spec["area_scale"]  # pixel areas set for 2048x1024 frames
 gt = instances2dict(gt_files, False)
 if distances is not None:
     for key, by_label in gt.items():
@@ -212,12 +213,22 @@ def instance_distances(gt_root: Path, split: str, frames: list[str]) -> dict | N
     return out
 
 
+# The width cityscapesscripts' instance evaluator's pixel-area thresholds (args.minRegionSizes: 100 px for AP,
+# 1000 px for AP 100m / 50m) were set for.
+EVALUATOR_WIDTH = 2048
+
+
 def run_instance_level(gt_root: str | Path, split: str, pred_dir: str | Path, frames=None,
-                       timeout: float | None = None) -> dict:
+                       timeout: float | None = None, scale_thresholds: bool = True) -> dict:
     """Score the instance predictions in `pred_dir` with cityscapesscripts' evalInstanceLevelSemanticLabeling.
 
+    With `scale_thresholds` (default) the evaluator's minimum region sizes, pixel areas set for 2048-wide frames,
+    are scaled by (file width / 2048)^2 through its documented `args.minRegionSizes`, so a 512-wide file is
+    scored by the rule a 2048-wide one is. Its distance bins (100 m, 50 m) are metres from each frame's own
+    disparity and camera file, the same at any resolution, and stay as they are.
+
     Returns percentages: `ap`, `ap50`, `ap100m`, `ap50m` (None without distances), `class_ap` and
-    `class_ap50` per instance class, and `frames`.
+    `class_ap50` per instance class, and `frames`, plus `min_region_sizes` (the thresholds applied, px).
     """
     gt_root, pred_dir = Path(gt_root).resolve(), Path(pred_dir).resolve()
     label_files = gt_label_files(gt_root, split, frames)
@@ -230,10 +241,13 @@ def run_instance_level(gt_root: str | Path, split: str, pred_dir: str | Path, fr
     if absent:
         raise FileNotFoundError(f"no instance prediction {absent[0]}{INSTANCE_PRED_SUFFIX} in {pred_dir}")
     distances = instance_distances(gt_root, split, names)
+    width = Image.open(gt_files[0]).size[0] if gt_files else EVALUATOR_WIDTH
+    area_scale = (width / EVALUATOR_WIDTH) ** 2 if scale_thresholds else 1.0
     with tempfile.TemporaryDirectory(prefix="cs-instance-eval-") as work:
         work = Path(work)
         spec = {"gt_files": [str(f) for f in gt_files], "pred_dir": str(pred_dir), "distances": distances,
-                "export_file": str(work / "result.json"), "gt_instances_file": str(work / "gtInstances.json")}
+                "export_file": str(work / "result.json"), "gt_instances_file": str(work / "gtInstances.json"),
+                "area_scale": area_scale}
         (work / "spec.json").write_text(json.dumps(spec))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSCAPES_")}
         _run_evaluator("instance-level", [sys.executable, "-c", _INSTANCE_DRIVER, str(work / "spec.json")],
@@ -241,7 +255,8 @@ def run_instance_level(gt_root: str | Path, split: str, pred_dir: str | Path, fr
         raw = json.loads((work / "result.json").read_text()) if (work / "result.json").is_file() else None
     if raw is None:
         raise EvaluatorError(f"official instance-level evaluator wrote no result for {pred_dir}")
-    return parse_instance_level_result(raw, len(gt_files), distances is not None)
+    return parse_instance_level_result(raw, len(gt_files), distances is not None) | {
+        "min_region_sizes": [v * area_scale for v in (100.0, 1000.0, 1000.0)], "file_width": width}
 
 
 def parse_instance_level_result(raw: dict, frames: int, distances: bool) -> dict:

@@ -16,7 +16,16 @@ from experiments.claims import claims_columns, pilot_columns
 from experiments.delta_m import CONVENTIONS, paired_delta_m
 from experiments.layout import PAPER_JSON, Paths
 from experiments.manifest import Manifest, Row
-from experiments.plan import Pending, resolve, row_seeds, train_command
+from experiments.plan import Pending, lr_selection, resolve, row_seeds, train_command, uses_grid
+from experiments.protocol import (
+    SCHEDULE_RULE,
+    SELECTION_RULE,
+    claims_protocol,
+    pairwise,
+    schedule_columns,
+    total_weight,
+    weight_diagnostic,
+)
 from experiments.records import Record, read_json
 from losses import method_class
 from tasks import METRICS
@@ -148,9 +157,11 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         if row.weights_from:  # one config per seed (each seed's own final weights): its records by identity
             found = sorted((records[p.identity] for p in planned if p.identity in records), key=lambda r: r.seed)
             source = next(r for r in manifest.rows if r.name == row.weights_from)
-            cfg = planned[0].config if planned else resolve(manifest, source, waiting[0], preset, paths).config
-        else:
-            cfg = planned[0].config
+            cfg = planned[0].config if planned else resolve(manifest, source, waiting[0], preset, paths,
+                                                            records=records, lr=None).config
+        else:  # (an lr-grid row waiting for its grid: its own lr, for its tasks; no record matches it)
+            cfg = planned[0].config if planned else resolve(manifest, row, waiting[0], preset, paths,
+                                                            records=records, lr=None).config
             found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed)
         seen = {r.seed for r in found}
         found_by_row[row.name] = found
@@ -163,6 +174,8 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         weights = final_weights(found)
         method = (f"fixed: {row.weights_from}'s final weights of the same seed" if row.weights_from else
                   method_class(cfg.method.name).describe(cfg.method.name, cfg.method.selected, cfg.tasks))
+        if row.weights_scale not in (None, "as-learned"):
+            method += f", rescaled {row.weights_scale}"
         entry = {
             "name": row.name, "label": row.label, "tasks": list(cfg.tasks), "method": method,
             "seeds": [r.seed for r in found],
@@ -181,18 +194,26 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             "learns_weights": learns_weights(found),
             "kind": method_class("fixed" if row.weights_from else cfg.method.name).kind,
         }
+        if manifest.lr_grid is not None or manifest.primary:  # the protocol's step-size record of each row
+            entry |= protocol_row(manifest, row, preset, paths, records, planned, cfg, weights)
         if manifest.is_sweep:
             entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
             entry["x_learned"] = row.x == "learned"
         rows.append(entry)
     extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
+    if manifest.baselines and manifest.lr_grid is not None:  # the protocol benchmark
+        extra |= {"pairwise": pairwise(rows), "weight_diagnostic": weight_diagnostic(rows)}
     if manifest.settle:
         for row in rows:
             row["settle"] = settle_columns(found_by_row[row["name"]], manifest.settle)
         extra["settle"] = {"tolerance": manifest.settle}
     if manifest.pilot:
         extra["pilot"] = pilot_columns(manifest, rows, found_by_row)
-    if manifest.claims:
+    if manifest.schedule:
+        extra["schedule"] = schedule_columns(manifest, found_by_row, {r["name"]: r["tasks"] for r in rows})
+    if manifest.primary and not manifest.schedule:  # protocol claims: two Holm families, TOST, fixed vocabulary
+        extra |= protocol_claims(manifest, preset, records, paper, seeds, paths, rows, found_by_row)
+    elif manifest.claims:
         extra["claims"] = claims_columns(manifest, rows, found_by_row)
         extra["claims_rule"] = CLAIMS_RULE
     if manifest.official:
@@ -233,6 +254,47 @@ def benchmark_columns(manifest: Manifest, preset: str, rows: list[dict], found: 
         row["overheads"] = (overheads or {}).get("rows", {}).get(row["name"])
     meta = None if overheads is None else {k: v for k, v in overheads.items() if k != "rows"}
     return {"baselines": dict(manifest.baselines), "delta_m_conventions": CONVENTIONS, "overheads": meta}
+
+
+def protocol_row(manifest: Manifest, row: Row, preset: str, paths: Paths, records: dict[str, Record],
+                 planned: list, cfg, weights: dict[str, float] | None) -> dict:
+    """A protocol row's learning rate (and how the grid chose it), optimiser and total loss weight."""
+    selection = None
+    if uses_grid(manifest, row):
+        try:
+            selection = lr_selection(manifest, row, preset, paths, records)
+        except Pending:
+            pass
+    return {"lr": cfg.optim.lr if planned else None, "lr_selection": selection, "optimizer": cfg.optim.optimizer,
+            "total_weight": total_weight(weights)}
+
+
+def protocol_claims(manifest: Manifest, preset: str, records: dict[str, Record], paper: dict, seeds, paths: Paths,
+                    rows: list[dict], found_by_row: dict[str, list[Record]]) -> dict:
+    """The `protocol` object of a protocol table (claims.json schema, docs/comparisons.md) and its comparisons."""
+    from experiments.manifest import find_manifests
+
+    iterations = sorted({r.data.get("iterations") for found in found_by_row.values() for r in found} - {None})
+    pilot = None
+    if manifest.settled_by:
+        pilot_manifest = find_manifests(manifest.path.parent, [manifest.settled_by])[0]
+        pilot = aggregate(pilot_manifest, preset, records, paper, None, paths).get("schedule")
+    settled = bool(pilot and pilot["settled_iterations"] and iterations == [pilot["settled_iterations"]])
+    splits = {(r.data.get("selection_split"), r.data.get("score_split")) for f in found_by_row.values() for r in f}
+    selection_split, score_split = sorted(splits, key=str)[0] if len(splits) == 1 else (None, None)
+    grid = manifest.lr_grid
+    protocol = {
+        "iterations": iterations[0] if len(iterations) == 1 else iterations or None,
+        "schedule_rule": SCHEDULE_RULE, "settled": settled, "pilot": pilot,
+        "selection_split": selection_split, "score_split": score_split,
+        "selection_rule": SELECTION_RULE,
+        "lr_grid": {"values": list(grid.values), "seeds": list(grid.seeds)} if grid else None,
+        "seeds": sorted({s for r in rows for s in r["seeds"]}),
+    }
+    tasks = {r["name"]: r["tasks"] for r in rows}
+    return {"protocol": protocol,
+            "comparisons": claims_protocol(manifest, found_by_row, tasks, settled, protocol["iterations"]
+                                           if isinstance(protocol["iterations"], int) else None)}
 
 
 def settle_step(steps: list[int], values: list[float], tolerance: float) -> int | None:

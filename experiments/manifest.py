@@ -24,6 +24,16 @@
         claim: Uncertainty weighting beats the unweighted sum on every task   # the sentence tested
         better: uncertainty-3task          # the row claimed better ...
         than: unweighted-sum               # ... than this row, or {task: row} (each task against its own row)
+    lr_grid: {values: [0.02, 0.05, 0.1], seeds: [0]}   # optional: every row (unless it sets lr_grid: false) trains
+                                           # at each value with these seeds; its other runs use the value with
+                                           # the best validation score (experiments/protocol.py, select_lr)
+    schedule: {iterations: [480, 960]}     # optional: a schedule pilot; every row is trained at each length and
+                                           # the doubling rule (experiments/protocol.py) reads the primary claims
+    primary: [uncertainty-beats-sum]       # optional: the pre-registered primary claims (per-task Delta_p,
+                                           # Holm across them); every claim's metrics are the secondary family
+    margin_pct: 3.0                        # optional: the TOST equivalence margin (percent of the reference row)
+    settled_by: protocol-pilot             # optional: the schedule pilot whose doubling rule says whether this
+                                           # manifest's schedule has settled ("decisive" needs it)
     rows:
       - name: semantic-only                # unique within the manifest; a file-name-safe slug
         label: Segmentation only           # optional: shown in the table (default: name)
@@ -35,6 +45,9 @@
         x: 0.0                             # sweeps: the x value, or `learned` (the x task's learned share)
         weights_from: uncertainty-3task    # optional: fixed weights = that row's final effective weights of the
                                            # same seed (read from its run record; the run waits for it)
+        weights_scale: sum-to-one          # optional, with weights_from: as-learned (default) | sum-to-one (the
+                                           # learned ratio, sum 1) | uniform-same-total (equal weights, same sum)
+        lr_grid: false                     # optional: this row keeps its own lr (no grid)
         seeds: [0, 1, 2]                   # optional
 
 A row's config is checked against the preset when the experiment is planned (reproduce.py ...
@@ -44,7 +57,7 @@ A row's config is checked against the preset when the experiment is planned (rep
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.config import ConfigError, load_yaml
@@ -52,8 +65,10 @@ from tasks import METRICS, TASKS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official",
-                  "settle", "pilot", "claims", "for_presets"}
-_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets", "weights_from"}
+                  "settle", "pilot", "claims", "for_presets", "lr_grid", "schedule", "primary", "margin_pct",
+                  "settled_by"}
+_ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets", "weights_from", "weights_scale", "lr_grid"}
+WEIGHT_SCALES = ("as-learned", "sum-to-one", "uniform-same-total")
 _CLAIM_KEYS = {"name", "claim", "better", "than"}
 
 
@@ -73,6 +88,8 @@ class Row:
     seeds: tuple[int, ...] | None = None
     presets: dict | None = None  # preset name -> overrides applied after `config` on that preset only
     weights_from: str | None = None  # fixed weights = this row's final effective weights (same seed)
+    weights_scale: str | None = None  # None / as-learned | sum-to-one | uniform-same-total (WEIGHT_SCALES)
+    use_lr_grid: bool = True  # False: the row keeps its own lr when the manifest has an lr_grid
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,14 @@ class Claim:
     claim: str  # the sentence tested
     better: str  # row name
     than: dict[str, str]  # task -> the row it is compared with on that task's metrics
+
+
+@dataclass(frozen=True)
+class LrGrid:
+    """The learning rates every row is tried at, with these seeds, before its other seeds train."""
+
+    values: tuple[float, ...]
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,11 @@ class Manifest:
     pilot: bool = False  # a schedule-length pilot (experiments.claims.pilot_columns)
     claims: tuple[Claim, ...] = ()
     for_presets: tuple[str, ...] | None = None  # None: every preset
+    lr_grid: LrGrid | None = None  # every row's lr chosen on val from these values (experiments/protocol.py)
+    schedule: tuple[int, ...] | None = None  # a schedule pilot: every row at each of these lengths
+    primary: tuple[str, ...] = ()  # the pre-registered primary claims (names of `claims`)
+    margin_pct: float | None = None  # TOST margin; None: experiments.statistics.MARGIN_PCT
+    settled_by: str | None = None  # the schedule pilot manifest that says whether the schedule settled
 
     def applies_to(self, preset: str) -> bool:
         return self.for_presets is None or preset in self.for_presets
@@ -178,9 +208,16 @@ def load_manifest(path: Path) -> Manifest:
         source = r.get("weights_from")
         if source is not None and (not isinstance(source, str) or source == name):
             raise ConfigError(f"{where}: weights_from must name another row, got {source!r}")
+        scale = r.get("weights_scale")
+        if scale is not None and (source is None or scale not in WEIGHT_SCALES):
+            raise ConfigError(f"{where}: weights_scale needs weights_from and one of {', '.join(WEIGHT_SCALES)}, "
+                              f"got {scale!r}")
+        if r.get("lr_grid", True) not in (True, False):
+            raise ConfigError(f"{where}: a row's lr_grid can only be false (keep its own lr), got {r['lr_grid']!r}")
         rows.append(Row(name, str(r.get("label", name)), r.get("config") or {}, r.get("paper"),
                         float(row_x) if isinstance(row_x, (int, float)) else row_x,
-                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None, presets, source))
+                        _seeds(r["seeds"], f"{where}: seeds") if "seeds" in r else None, presets, source,
+                        scale, r.get("lr_grid", True)))
     if not rows:
         raise ConfigError(f"{path}: no rows")
     for row in rows:
@@ -213,10 +250,53 @@ def load_manifest(path: Path) -> Manifest:
     if settle is not None and not (isinstance(settle, (int, float)) and not isinstance(settle, bool)
                                    and 0 < settle < 1):
         raise ConfigError(f"{path}: settle must be a fraction between 0 and 1 (e.g. 0.1), got {settle!r}")
+    lr_grid = data.get("lr_grid")
+    if lr_grid is not None:
+        _keys(lr_grid, {"values", "seeds"}, f"{path}: lr_grid")
+        values = lr_grid.get("values")
+        if not (isinstance(values, list) and values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                             and v > 0 for v in values)):
+            raise ConfigError(f"{path}: lr_grid.values must be a non-empty list of positive numbers, got {values!r}")
+        lr_grid = LrGrid(tuple(float(v) for v in values), _seeds(lr_grid.get("seeds", [0]), f"{path}: lr_grid"))
+    schedule = data.get("schedule")
+    if schedule is not None:
+        _keys(schedule, {"iterations"}, f"{path}: schedule")
+        lengths = schedule.get("iterations")
+        if not (isinstance(lengths, list) and len(lengths) >= 2 and all(isinstance(n, int) and n > 0 for n in lengths)
+                and all(b == 2 * a for a, b in zip(lengths, lengths[1:]))):
+            raise ConfigError(f"{path}: schedule.iterations must list at least two lengths, each double the one "
+                              f"before (e.g. [480, 960, 1920]), got {lengths!r}")
+        schedule = tuple(lengths)
+    primary = data.get("primary") or []
+    unknown = sorted(set(primary) - {c.name for c in claims}) if isinstance(primary, list) else primary
+    if unknown:
+        raise ConfigError(f"{path}: primary must list claim names of the manifest; unknown: {unknown!r}")
+    margin = data.get("margin_pct")
+    if margin is not None and not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin > 0):
+        raise ConfigError(f"{path}: margin_pct must be a positive number (percent), got {margin!r}")
+    settled_by = data.get("settled_by")
+    if settled_by is not None and not (isinstance(settled_by, str) and _SLUG.match(settled_by)):
+        raise ConfigError(f"{path}: settled_by must name a manifest, got {settled_by!r}")
+    if schedule:
+        rows, claims = expand_schedule(rows, claims, schedule)
     return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
                     data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
                     baselines, official, float(settle) if settle is not None else None, bool(data.get("pilot", False)),
-                    claims, tuple(for_presets) if for_presets else None)
+                    claims, tuple(for_presets) if for_presets else None, lr_grid, schedule, tuple(primary),
+                    float(margin) if margin is not None else None, settled_by)
+
+
+def expand_schedule(rows: list[Row], claims: tuple[Claim, ...], lengths: tuple[int, ...]):
+    """A schedule pilot's rows and claims, one copy per length: `<name>-<N>it` with optim.iterations=N."""
+    out_rows, out_claims = [], []
+    for n in lengths:
+        for r in rows:
+            config = {**r.config, "optim": {**(r.config.get("optim") or {}), "iterations": n}}
+            out_rows.append(replace(r, name=f"{r.name}-{n}it", label=f"{r.label}, {n} iterations", config=config,
+                                    weights_from=f"{r.weights_from}-{n}it" if r.weights_from else None))
+        out_claims += [replace(c, name=f"{c.name}-{n}it", better=f"{c.better}-{n}it",
+                               than={t: f"{v}-{n}it" for t, v in c.than.items()}) for c in claims]
+    return out_rows, tuple(out_claims)
 
 
 def _claim(c, names: set[str], where: str) -> Claim:

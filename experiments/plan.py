@@ -5,7 +5,12 @@ identity (engine.config.Config.identity) names it, and its run directory is runs
 Two rows that resolve to the same config (a sweep endpoint is a single-task Table 1 row) are one job.
 A row with `weights_from: ROW` trains fixed weights equal to ROW's final effective weights of the same
 seed, read from ROW's run record: until that record exists the run is pending (`Pending`), and the
-runner plans again once it does.
+runner plans again once it does. With `weights_scale` those weights are rescaled first (scale_weights).
+
+A manifest with `lr_grid` (the comparison protocol, docs/comparisons.md) first trains every row at each grid
+value with the grid's seeds; the row's runs then use the value with the best validation score
+(experiments.protocol.select_lr) and are pending until the grid's records exist. A grid run at the chosen
+value is the same experiment as the row's run of that seed, so it trains once.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from engine.config import Config, ConfigError, load_config, overrides_from_mapping
 from experiments.layout import TRAIN_SCRIPT, Paths, rel
 from experiments.manifest import Manifest, Row
+from tasks import METRICS
 
 
 class Pending(LookupError):
@@ -33,6 +39,7 @@ class Run:
     config: Config
     preset_file: Path
     overrides: list[str]  # the row's overrides, then seed, run_dir (and data.root)
+    tag: str = ""  # what sets a grid run apart from the row's runs, e.g. " lr 0.05"
 
     @cached_property
     def identity(self) -> str:
@@ -44,7 +51,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.manifest}/{self.row.name} seed {self.seed}"
+        return f"{self.manifest}/{self.row.name}{self.tag} seed {self.seed}"
 
 
 @dataclass
@@ -90,32 +97,93 @@ def final_weights_of(record, where: str) -> dict[str, float]:
     return weights
 
 
+def scale_weights(weights: dict[str, float], scale: str | None) -> dict[str, float]:
+    """The step-size controls of a weights_from row: as-learned (None), sum-to-one (the learned ratio with
+    sum 1) or uniform-same-total (equal weights with the learned sum)."""
+    total = sum(weights.values())
+    if scale in (None, "as-learned"):
+        return dict(weights)
+    if scale == "sum-to-one":
+        return {t: w / total for t, w in weights.items()}
+    if scale == "uniform-same-total":
+        return {t: total / len(weights) for t in weights}
+    raise ConfigError(f"unknown weights_scale {scale!r}")
+
+
 def weights_overrides(manifest: Manifest, row: Row, seed: int, preset: str, paths: Paths,
                       records: dict | None) -> dict:
     """`method: fixed` with the final effective weights of row.weights_from's run of `seed` (Pending
-    while that run has no record)."""
+    while that run has no record), rescaled by row.weights_scale."""
     from experiments.records import load_records  # records import plots (matplotlib): only when needed
 
     source = next(r for r in manifest.rows if r.name == row.weights_from)
-    src = resolve(manifest, source, seed, preset, paths)
     records = load_records(paths, preset) if records is None else records
+    src = resolve(manifest, source, seed, preset, paths, records=records)
     record = records.get(src.identity)
     if record is None:
         raise Pending(f"{manifest.name}/{row.name} seed {seed} waits for {manifest.name}/{source.name} seed {seed} "
                       f"[{src.identity}]")
-    weights = final_weights_of(record, f"{manifest.path}: row {row.name}")
+    weights = scale_weights(final_weights_of(record, f"{manifest.path}: row {row.name}"), row.weights_scale)
     return {"tasks": list(src.config.tasks), "method": {"name": "fixed", "fixed": {"weights": weights}}}
 
 
+CHOOSE = "choose"  # resolve's default lr: the row's lr-grid choice when the manifest has an lr_grid
+
+
+def uses_grid(manifest: Manifest, row: Row) -> bool:
+    return manifest.lr_grid is not None and row.use_lr_grid
+
+
+def chosen_lr(manifest: Manifest, row: Row, preset: str, paths: Paths, records: dict | None) -> float:
+    """The grid value with the best validation score for `row` (Pending until every grid run has a record)."""
+    return lr_selection(manifest, row, preset, paths, records)["lr"]
+
+
+def lr_selection(manifest: Manifest, row: Row, preset: str, paths: Paths, records: dict | None) -> dict:
+    """experiments.protocol.select_lr's choice for `row` with its per-value scores (Pending as chosen_lr)."""
+    from experiments.protocol import select_lr, selection_metrics
+    from experiments.records import load_records
+
+    records = load_records(paths, preset) if records is None else records
+    key = (str(manifest.path), row.name, preset, str(paths.configs), id(records), len(records))
+    if key in _SELECTIONS and _SELECTIONS[key][0] is records:  # one choice per records snapshot (plan resolves
+        return _SELECTIONS[key][1]                              # every seed, and weights_from rows their source)
+    scores: dict[float, list[dict]] = {}
+    for value in manifest.lr_grid.values:
+        for seed in manifest.lr_grid.seeds:
+            run = resolve(manifest, row, seed, preset, paths, records=records, lr=value)
+            record = records.get(run.identity)
+            if record is None:
+                raise Pending(f"{manifest.name}/{row.name} waits for its lr grid ({run.name} [{run.identity}])")
+            scores.setdefault(value, []).append(selection_metrics(record))
+    metrics = [c.metric for c in manifest.columns if METRICS[c.metric].task in run.config.tasks]
+    choice = select_lr(scores, metrics)
+    if len(_SELECTIONS) > 1000:
+        _SELECTIONS.clear()
+    _SELECTIONS[key] = (records, choice)
+    return choice
+
+
+_SELECTIONS: dict[tuple, tuple[dict, dict]] = {}
+
+
 def resolve(manifest: Manifest, row: Row, seed: int, preset: str, paths: Paths = Paths(),
-            data_root: str | None = None, records: dict | None = None) -> Run:
+            data_root: str | None = None, records: dict | None = None, lr: float | str | None = CHOOSE) -> Run:
     """The run of `row` with `seed` on `preset`; a bad override is an error naming the manifest and row.
     A weights_from row reads its source's record from `records` (default: results/<preset>/runs/), and
-    raises Pending while there is none."""
+    raises Pending while there is none. With the manifest's lr_grid, `lr` is the row's chosen value (CHOOSE,
+    Pending until the grid is recorded), a grid value (a grid run), or None (the row's own lr)."""
     base = preset_file(preset, paths)
     taken = weights_overrides(manifest, row, seed, preset, paths, records) if row.weights_from else {}
+    tag, extra = "", []
+    if uses_grid(manifest, row) and lr is not None:
+        if lr == CHOOSE:
+            lr = chosen_lr(manifest, row, preset, paths, records)
+        else:
+            tag = f" lr {lr:g}"
+        extra = [f"optim.lr={lr!r}"]
     overrides = [*overrides_from_mapping(taken), *overrides_from_mapping(row.config),
-                 *overrides_from_mapping((row.presets or {}).get(preset, {})), f"seed={seed}"]
+                 *overrides_from_mapping((row.presets or {}).get(preset, {})), *extra, f"seed={seed}"]
     try:
         cfg = load_config([base], overrides)
     except ConfigError as e:
@@ -125,7 +193,7 @@ def resolve(manifest: Manifest, row: Row, seed: int, preset: str, paths: Paths =
     if data_root:
         overrides.append(f"data.root={data_root}")  # not part of the identity
     cfg.run_dir, cfg.data.root = rel(run_dir), data_root or cfg.data.root
-    return Run(manifest.name, row, seed, cfg, base, overrides)
+    return Run(manifest.name, row, seed, cfg, base, overrides, tag)
 
 
 def runs_of(manifest: Manifest, preset: str, seeds: tuple[int, ...] | None = None, paths: Paths = Paths(),
@@ -133,14 +201,29 @@ def runs_of(manifest: Manifest, preset: str, seeds: tuple[int, ...] | None = Non
     """Every (row, seed) of `manifest` on `preset`, rows in manifest order. Runs still waiting for another
     run's record are left out, their reasons appended to `pending` (without a list: Pending is raised)."""
     runs = []
+    if records is None and (manifest.lr_grid or any(r.weights_from for r in manifest.rows)):
+        from experiments.records import load_records
+
+        records = load_records(paths, preset)  # once, not once per run that reads another run's record
     for row in manifest.rows:
+        if uses_grid(manifest, row):  # the grid first: the row's own runs wait for its choice
+            for value in manifest.lr_grid.values:
+                for seed in manifest.lr_grid.seeds:
+                    try:
+                        runs.append(resolve(manifest, row, seed, preset, paths, data_root, records, lr=value))
+                    except Pending as e:
+                        if pending is None:
+                            raise
+                        if str(e) not in pending:
+                            pending.append(str(e))
         for seed in row_seeds(manifest, row, seeds):
             try:
                 runs.append(resolve(manifest, row, seed, preset, paths, data_root, records))
             except Pending as e:
                 if pending is None:
                     raise
-                pending.append(str(e))
+                if str(e) not in pending:  # a row waiting for its lr grid: once, not once per seed
+                    pending.append(str(e))
     return runs
 
 

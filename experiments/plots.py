@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from infra.atomic import atomic_write_bytes
@@ -49,7 +50,7 @@ def read_curves(path: Path, prefixes: tuple[str, ...] = CURVE_PREFIXES) -> dict[
     rows = [r for r in rows if any(k in r for k in keys)]
     curves = {"step": [r["step"] for r in rows]}
     for k in keys:
-        curves[k] = [math.nan if r.get(k) is None else float(r[k]) for r in rows]
+        curves[k] = [math.nan if r.get(k) is None else float(r[k]) for r in rows]  # null: a NaN metric
     return curves
 
 
@@ -183,6 +184,50 @@ def delta_m_figure(table: dict) -> Figure:
         fig.legend(loc="outside lower center", fontsize=8)
     ax.set_title(f"{table['title']} on {table['preset']}", fontsize=10)
     return fig
+
+
+def plot_pairwise(table: dict, out: Path) -> Path:
+    """The protocol benchmark's pairwise matrix: mean per-task Delta_p difference (row minus column, pp), a dot
+    where the difference survives Holm across every pair."""
+    pw = table["pairwise"]
+    names = [r["name"] for r in table["rows"] if r.get("delta_m")]
+    index = {n: i for i, n in enumerate(names)}
+    matrix = np.full((len(names), len(names)), np.nan)
+    fig = Figure(figsize=(2.0 + 0.32 * len(names), 1.6 + 0.32 * len(names)))
+    ax = fig.add_subplot()
+    for p in pw["pairs"]:
+        if p["difference"] is None:
+            continue
+        i, j, m = index[p["a"]], index[p["b"]], p["difference"]["mean"]
+        matrix[i, j], matrix[j, i] = m, -m
+        if p["verdict"] in ("supported", "worse at this budget"):
+            ax.plot([j, i], [i, j], "k.", ms=4)
+    bound = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 1.0
+    image = ax.imshow(matrix, cmap="RdBu", vmin=-bound, vmax=bound)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    fig.colorbar(image, ax=ax, label="Δp row − column (pp; + = row better)")
+    ax.set_title(f"{table['title']}: pairwise Δp, dots = Holm-significant ({pw['significant']}/{len(pw['pairs'])})",
+                 fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, 100)
+
+
+def plot_weight_diagnostic(table: dict, out: Path) -> Path:
+    """Per-task Delta_p against each loss-space row's total final loss weight (the step-size diagnostic)."""
+    d = table["weight_diagnostic"]
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.add_subplot()
+    for p in d["points"]:
+        ax.plot(p["total_weight"], p["delta_p"], "o", color="C0")
+        ax.annotate(p["name"], (p["total_weight"], p["delta_p"]), fontsize=6, xytext=(3, 2),
+                    textcoords="offset points")
+    rho = "—" if d["spearman_rho"] is None else f"{d['spearman_rho']:+.2f}"
+    ax.set_xlabel("total final loss weight Σw")
+    ax.set_ylabel("per-task Δp % vs single-task (+ = better)")
+    ax.set_title(f"{table['title']}: Δp vs total weight (Spearman ρ {rho})", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, 100)
 
 
 def _save(fig: Figure, out: Path, dpi: int) -> Path:

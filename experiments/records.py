@@ -22,7 +22,10 @@ from infra.atomic import write_json
 
 # Keys copied from a run's metrics.json.
 FINAL_KEYS = ("step", "iterations", "metrics", "config", "identity", "identity_schema", "command", "git_commit",
-              "wall_time_s", "replicas", "method_state", "data_root")
+              "wall_time_s", "replicas", "method_state", "data_root",
+              # the comparison protocol's provenance (runs with data.test_split; docs/comparisons.md)
+              "score_split", "selection_split", "val_metrics", "data_profile", "precision", "dirty",
+              "wall_time_complete")
 
 
 def read_json(path: Path) -> dict:
@@ -109,6 +112,8 @@ def record_from_run(run_dir: Path, preset: str) -> dict:
     cfg = config_from_dict(final["config"])
     record |= {"preset": preset, "seed": cfg.seed, "identity": cfg.identity()}
     record = repository_paths(record)
+    if "git_commit" in record and "dirty" not in record:  # made from modified code: said in the record
+        record["dirty"] = str(record["git_commit"]).endswith("-dirty")
     log = run_dir / "metrics.jsonl"
     if log.exists():
         curves = plots.read_curves(log)
@@ -134,8 +139,12 @@ def record_path(paths: Paths, preset: str, identity: str) -> Path:
 
 
 def write_record(paths: Paths, preset: str, record: dict) -> Path:
-    """Write (or replace) the record of one run."""
+    """Write (or replace) the record of one run. A run recorded again keeps its original training time."""
     path = record_path(paths, preset, record["identity"])
+    if path.exists() and "wall_time_s" in record:
+        old = read_json(path)
+        if "wall_time_s" in old:
+            record = record | {"wall_time_s": old["wall_time_s"]}
     write_json(path, record)
     return path
 

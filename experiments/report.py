@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from experiments import plots
+from experiments import plots, protocol
 from experiments.aggregate import aggregate, load_paper, results_of
 from experiments.claims import claims_markdown, pilot_markdown
 from experiments.layout import Paths, link
@@ -270,7 +270,8 @@ def markdown(t: dict) -> str:
     if t.get("official"):
         return official_markdown(t)
     if t.get("baselines"):
-        return benchmark_markdown(t)
+        extra = protocol.benchmark_markdown(t)  # the protocol benchmark's pairwise and step-size lines
+        return benchmark_markdown(t) + ("\n".join(extra) + "\n" if extra else "")
     head = ["Row", t["x"]["label"] if t["x"] else "Method"]
     for col in t["columns"]:
         head += [f"{column_title(t, col)} ours"] + (["paper"] if col["paper"] else [])
@@ -310,6 +311,10 @@ def markdown(t: dict) -> str:
         lines += pilot_markdown(t)
     if t.get("claims"):
         lines += claims_markdown(t)
+    if t.get("schedule"):  # the comparison protocol (experiments/protocol.py)
+        lines += protocol.schedule_markdown(t["schedule"])
+    if t.get("protocol"):
+        lines += protocol.claims_markdown(t)
     if t.get("curves"):
         links = ", ".join(f"[{name}]({target})" for name, target in t["curves"].items())
         lines += ["", f"Effective task weights (and sigma^2) over training (the paper's Appendix B): {links}."]
@@ -406,6 +411,11 @@ def write_report(manifest: Manifest, preset: str, paths: Paths = Paths(), seeds:
         image = draw(t, out_dir / f"{manifest.name}.png")
         t["image"] = link(image)
         written.append(image)
+    if t.get("pairwise"):
+        for key, draw in (("pairwise", plots.plot_pairwise), ("weight", plots.plot_weight_diagnostic)):
+            image = draw(t, out_dir / f"{manifest.name}-{key}.png")
+            t[f"{key}_image"] = link(image)
+            written.append(image)
     if manifest.settle:
         image = plots.plot_uncertainty(settle_curves(t, records), out_dir / f"{manifest.name}.png",
                                        title=f"{manifest.title} on {preset}: σ² and weights by row (first seed)")

@@ -17,3 +17,11 @@ def git_commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it, else as given (records name no machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)

@@ -1,6 +1,6 @@
 """Synthetic Cityscapes: street scenes from a pinhole stereo camera, written in the official layout.
 
-`python -m data.synthetic --out DIR [--train N] [--val N] [--size HxW] [--seed S] [--workers K]
+`python -m data.synthetic --out DIR [--train N] [--val N] [--test N] [--size HxW] [--seed S] [--workers K]
 [--profile v1|calibrated]` writes leftImg8bit, gtFine (labelIds, instanceIds, color, polygons),
 disparity and camera files with real city names, then an empty `DIR/.complete`. `DIR/.synthetic`
 records the profile, seed, size and frame counts. Profile v1 (the default) is the generator every
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--train", type=_count, default=300, help="number of train frames")
     parser.add_argument("--val", type=_count, default=100, help="number of val frames")
+    parser.add_argument("--test", type=_count, default=0,
+                        help="number of annotated test frames (default 0: no test split), the held-out split")
     parser.add_argument("--size", type=lambda text: parse_size(text, minimum=16), default=(256, 512),
                         help="HxW, e.g. 256x512")
     parser.add_argument("--seed", type=int, default=0)
@@ -52,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        out = generate(args.out, args.train, args.val, args.size, args.seed, args.workers, args.profile)
+        out = generate(args.out, args.train, args.val, args.size, args.seed, args.workers, args.profile,
+                       args.test)
     except (OSError, ValueError) as e:  # --out a file, unwritable, a foreign folder...
         sys.exit(f"error: --out {args.out}: {e}")
-    print(f"wrote {args.train} train + {args.val} val frames at {args.size[0]}x{args.size[1]} to {out} "
+    test = f" + {args.test} test" if args.test else ""
+    print(f"wrote {args.train} train + {args.val} val{test} frames at {args.size[0]}x{args.size[1]} to {out} "
           f"(profile {args.profile}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip

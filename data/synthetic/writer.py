@@ -2,7 +2,9 @@
 
 Every frame is rendered from its own generator seeded by (seed, split, index), so the bytes do not
 depend on the worker count. `DIR/.synthetic` records how the set was made (JSON: profile, seed, size,
-train, val); an empty marker, as older sets have, means profile v1.
+train, val, and test when the set has a test split); an empty marker, as older sets have, means profile v1.
+Unlike real Cityscapes, the synthetic test split is annotated: it is the held-out split that comparisons
+score on (docs/comparisons.md), while val serves selection.
 """
 
 import json
@@ -24,8 +26,9 @@ TRAIN_CITIES = (
     "jena", "krefeld", "monchengladbach", "strasbourg", "stuttgart", "tubingen", "ulm", "weimar", "zurich",
 )  # fmt: skip
 VAL_CITIES = ("frankfurt", "lindau", "munster")
-CITIES = {"train": TRAIN_CITIES, "val": VAL_CITIES}
-SPLIT_CODES = {"train": 0, "val": 1}
+TEST_CITIES = ("berlin", "bielefeld", "bonn", "leverkusen", "mainz", "munich")  # Cityscapes' test cities
+CITIES = {"train": TRAIN_CITIES, "val": VAL_CITIES, "test": TEST_CITIES}
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # each split its own random streams: held-out frames
 # Annotated Cityscapes frames are the 20th of each 30-frame snippet.
 FRAME_NUMBER = 19
 
@@ -88,13 +91,15 @@ def generate(
     seed: int = 0,
     workers: int | None = None,
     profile: str = DEFAULT_PROFILE,
+    test: int = 0,
 ) -> Path:
     """Write a synthetic Cityscapes set of generator profile `profile` under `out` (official layout),
     then `out/.complete`."""
     out = Path(out)
     get_profile(profile)  # an unknown name fails before anything is written
-    _prepare(out, {"profile": profile, "seed": seed, "size": list(size), "train": train, "val": val})
-    counts = {"train": train, "val": val}
+    record = {"profile": profile, "seed": seed, "size": list(size), "train": train, "val": val}
+    _prepare(out, record | ({"test": test} if test else {}))  # no test key: the marker of sets made before it
+    counts = {"train": train, "val": val} | ({"test": test} if test else {})
     for split, n in counts.items():
         for index in range(min(n, len(CITIES[split]))):
             city, _ = frame_name(split, index)
