@@ -25,6 +25,8 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module
     if method_params:
         groups.append({"params": method_params, "weight_decay": 0.0, "lr": o.lr * cfg.method.lr_mult})
     impl = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}[o.impl]
+    if o.name == "adam":  # the 2-task protocols (docs/protocols.md); weight decay as Adam's L2 term
+        return torch.optim.Adam(groups, lr=o.lr, **impl)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **impl)
 
 
@@ -58,7 +60,8 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg).to(device)
     optimizer = build_optimizer(cfg, model, method)
-    scheduler = poly_schedule(optimizer, cfg.optim.iterations, cfg.optim.poly_power)
+    scheduler = poly_schedule(optimizer, cfg.optim.iterations, cfg.optim.poly_power) if cfg.optim.schedule == "poly" \
+        else torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_every, cfg.optim.step_gamma)
     dtype = cfg.autocast_dtype(device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     net = model
