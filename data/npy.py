@@ -34,10 +34,11 @@ from torch.utils.data import Dataset
 
 from data.cityscapes import DataError, item_rng
 from data.labels import _LABELS, ID_TO_TRAINID, IGNORE_INDEX
+from tasks import SEG7_CLASS_NAMES
 
 LABEL_DIRS = ("label_7", "label")  # nash-mtl / FAMO, LibMTL
 SCALES = (1.0, 1.2, 1.5)  # MTAN's RandomScaleCrop
-CATEGORY_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")  # categoryId 1..7
+CATEGORY_NAMES = SEG7_CLASS_NAMES  # cityscapesscripts categoryId 1..7 (flat ... vehicle) as labels 0..6
 
 # trainId -> 7-class label (categoryId - 1), 255 (ignore) for trainId 255.
 TRAINID_TO_SEG7 = np.full(256, IGNORE_INDEX, dtype=np.uint8)
