@@ -2,6 +2,7 @@
 metrics, the SegNet-MTAN / SegNet split / DeepLabV3+ hard-sharing models, and a smoke run of the CPU preset
 that trains a few iterations and scores Delta_m against its single-task runs."""
 
+import json
 import math
 from pathlib import Path
 
@@ -155,3 +156,49 @@ def test_cpu_preset_trains_and_scores_delta_m(npy_root, tmp_path):
     d = delta_m({k: mtl[k] for k in keys}, {k: stl[k] for k in keys})
     assert math.isfinite(d["pooled"]) and d["pooled"] == pytest.approx(-d["per_task"])  # 2 metrics per task
     assert (tmp_path / "famo" / "metrics.json").is_file()
+
+
+def _table(deltas: dict) -> dict:
+    rows = [{"name": "seg7-only", "label": "STL"}, {"name": "depth_abs-only", "label": "STL"}]
+    for name, d in deltas.items():
+        rows.append({"name": name, "label": name.upper(), "delta_m": None if d is None else {
+            "pooled": {"mean": d, "low": d - 1, "high": d + 1, "n": 3}}})
+    return {"rows": rows, "baselines": {"seg7": "seg7-only", "depth_abs": "depth_abs-only"}}
+
+
+def test_paper_comparison_shows_not_run_and_a_rank_correlation(tmp_path, capsys):
+    from experiments import paper_compare
+
+    table = _table({"ls": 20.0, "uw": 6.0, "famo": 8.0, "nash-mtl": 7.0, "rlw": None})
+    paper = {"paper": "A paper", "table": "3", "protocol": "cityscapes2-mtan", "convention": "pooled",
+             "methods": {"ls": {"delta": 22.6}, "uw": {"delta": 5.89}, "famo": {"delta": 8.13},
+                         "nash-mtl": {"delta": 6.82}, "rlw": {"delta": 10.0}, "fairgrad": {"delta": 5.18}}}
+    result = paper_compare.compare(table, paper)
+    by = {r["method"]: r for r in result["rows"]}
+    assert "seg7-only" not in by and by["rlw"]["ours"] is None and by["fairgrad"]["ours"] is None
+    assert result["rank"]["n"] == 4 and result["rank"]["rho"] == pytest.approx(1.0)  # same order
+    table["rows"][3]["delta_m"]["pooled"]["mean"] = 9.0  # uw moves from first to third: rho = 1 - 6 * 6 / 60
+    rank = paper_compare.compare(table, paper)["rank"]
+    assert rank["rho"] == pytest.approx(0.4) and rank["low"] < 0.4 < rank["high"]
+    text = paper_compare.format_comparison("cityscapes2-mtan", "cityscapes2-mtan", paper,
+                                           paper_compare.compare(table, paper))
+    assert "| RLW | not run |" in text and "| fairgrad | not run | — | — | +5.18 |" in text
+    (tmp_path / "cityscapes2-mtan").mkdir()
+    (tmp_path / "cityscapes2-mtan" / "cityscapes2-mtan.json").write_text(json.dumps(table))
+    (tmp_path / "p.json").write_text(json.dumps(paper))
+    assert paper_compare.main(["--preset", "cityscapes2-mtan", "--manifest", "cityscapes2-mtan", "--results-dir",
+                               str(tmp_path), "--paper", str(tmp_path / "p.json")]) == 0
+    assert "Spearman rank correlation over 4 methods: +0.40" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert paper_compare.main(["--preset", "cityscapes2-mtan", "--manifest", "cityscapes2-mtan", "--results-dir",
+                               str(tmp_path), "--paper", str(tmp_path / "bad.json")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_stored_published_tables_hold_only_checked_values():
+    from experiments.paper_compare import load_published
+
+    for path in sorted((ROOT / "results" / "paper").glob("*_cityscapes.json")):
+        paper = load_published(path)
+        assert paper["protocol"] in ("cityscapes2-mtan", "cityscapes2-hps")
+        assert paper["methods"] or "verification" in paper, path  # an empty table says why
