@@ -113,7 +113,10 @@ class NpyTwoTask(Dataset):
                  limit: int | None = None) -> None:
         self.root, self.split, self.augment = Path(root), split, augment
         if not (self.root / split).is_dir():
-            raise DataError(f"{self.root / split}: no such split folder")
+            official = (self.root / "leftImg8bit").is_dir()
+            hint = " (an official Cityscapes tree: set data.format=cityscapes)" if official else ""
+            raise DataError(f"{self.root / split}: no such folder; the npy layout holds {split}/image, {split}/label_7 "
+                            f"and {split}/depth{hint}")
         n = split_size(self.root, split)
         self.labels = label_dir(self.root, split)
         self.n = min(n, limit) if limit else n
