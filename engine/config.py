@@ -580,6 +580,11 @@ def _validate_protocol(cfg: Config, need) -> None:
     need(d.format != "npy" or not (d.resident or d.crop or d.scale or d.jitter or d.cache not in ("auto", "off")),
          "data.format=npy reads the npy files at their own size with the papers' augmentation: data.resident, crop, "
          "scale, jitter and a cache directory do not apply")
+    from tasks import PROTOCOL_TASK_SPECS
+
+    wrong = [t for t in cfg.tasks if (t in PROTOCOL_TASK_SPECS) != (d.format == "npy")]
+    need(not wrong, f"tasks {wrong} do not fit data.format={d.format}: the npy layout has the tasks "
+         f"{', '.join(PROTOCOL_TASK_SPECS)}, the official layout the others")
     need(cfg.model.arch in ARCHITECTURES, f"model.arch must be one of {', '.join(ARCHITECTURES)}, got "
          f"{cfg.model.arch!r}")
     need(all(c > 0 for c in cfg.model.segnet_channels), f"model.segnet_channels must be positive, got "

@@ -202,3 +202,13 @@ def test_stored_published_tables_hold_only_checked_values():
         paper = load_published(path)
         assert paper["protocol"] in ("cityscapes2-mtan", "cityscapes2-hps")
         assert paper["methods"] or "verification" in paper, path  # an empty table says why
+
+
+def test_tasks_must_fit_the_data_format(cityscapes_tree):
+    with pytest.raises(ConfigError, match="do not fit data.format=npy"):
+        load_config([CPU], ["tasks=[semantic]", "model.arch=segnet-split", "method.name=uncertainty"])
+    with pytest.raises(ConfigError, match="do not fit data.format=cityscapes"):
+        load_config([], ["tasks=[seg7]", "method.name=uncertainty"])
+    cityscapes_tree.add(np.full((8, 16), 7, np.uint8))
+    with pytest.raises(npy.DataError, match="set data.format=cityscapes"):
+        npy.NpyTwoTask(cityscapes_tree.root, "train")
