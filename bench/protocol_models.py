@@ -22,7 +22,7 @@ ARCHS = {"segnet-mtan": [], "segnet-split": [], "deeplabv3plus-hps": ["model.bac
 
 def measure(arch: str, batch: int, size: tuple[int, int], device: torch.device) -> tuple[int, float]:
     """(parameters, seconds of the second forward + backward pass)."""
-    cfg = load_config([], ["tasks=[seg7, depth_abs]", f"model.arch={arch}", "method.name=fixed",
+    cfg = load_config([], ["tasks=[seg7, depth_abs]", "data.format=npy", f"model.arch={arch}", "method.name=fixed",
                            "method.fixed.weights={seg7: 1.0, depth_abs: 1.0}", *ARCHS[arch]])
     model = build_model(cfg, pretrained=False).to(device)
     x = torch.randn(batch, 3, *size, device=device)
