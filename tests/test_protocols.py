@@ -155,7 +155,10 @@ def test_cpu_preset_trains_and_scores_delta_m(npy_root, tmp_path):
     assert all(math.isfinite(mtl[k]) and math.isfinite(stl[k]) for k in keys)
     d = delta_m({k: mtl[k] for k in keys}, {k: stl[k] for k in keys})
     assert math.isfinite(d["pooled"]) and d["pooled"] == pytest.approx(-d["per_task"])  # 2 metrics per task
-    assert (tmp_path / "famo" / "metrics.json").is_file()
+    import evaluate
+
+    report = evaluate.main(["--checkpoint", str(tmp_path / "famo" / "checkpoint.pt"), "--root", str(npy_root)])
+    assert all(report["metrics"][k] == pytest.approx(mtl[k]) for k in keys)  # evaluate.py reads the npy layout too
 
 
 def _table(deltas: dict) -> dict:
