@@ -219,8 +219,15 @@ def _main(argv: list[str] | None = None) -> dict:
         root = dataset_root(args.root, cfg)
         if cfg.data.synthetic_profile is not None and (problem := profile_problem(root, cfg.data.synthetic_profile)):
             raise DataError(problem)
-        data = CityscapesMultiTask(root, split, size=cfg.data.size, augment=False, limit=args.limit,
-                                   cache=cfg.data.cache)
+        if cfg.data.format == "npy":  # the 2-task protocols' layout (data/npy.py); no official evaluator there
+            from data.npy import NpyTwoTask
+
+            if args.official:
+                raise DataError("--official scores the official Cityscapes layout; this run reads the npy layout")
+            data = NpyTwoTask(root, split, cfg.data.size, augment=False, limit=args.limit)
+        else:
+            data = CityscapesMultiTask(root, split, size=cfg.data.size, augment=False, limit=args.limit,
+                                       cache=cfg.data.cache)
     except DataError as e:
         raise SystemExit(f"error: {e}") from e
     report = {"checkpoint": str(args.checkpoint), "step": step, "split": split, "root": str(data.root),

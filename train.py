@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from data.cityscapes import CityscapesMultiTask, DataError, one_line, resolve_root
+from data.npy import NpyTwoTask
 from data.resident import ResidentLoader, ResidentSplit
 from data.sampler import ResumableSampler, SeededItems
 from data.synthetic.profile import profile_problem, read_marker
@@ -67,10 +68,14 @@ def make_loaders(cfg: Config, root: Path, rank: int, world: int, start_step: int
     `data.resident` the training batches come from the split kept on `device` (data/resident.py)."""
     d = cfg.data
     augment = Augment(flip=d.flip, scale=d.scale, crop=d.crop, jitter=d.jitter)
-    train_set = CityscapesMultiTask(root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
-                                   cache=d.cache)
-    val_set = CityscapesMultiTask(root, d.val_split, size=d.size, augment=False, limit=d.val_frames,
-                                 cache=d.cache)
+    if d.format == "npy":  # the 2-task protocols' preprocessed layout (data/npy.py)
+        train_set = NpyTwoTask(root, d.train_split, d.size, augment=d.flip, limit=d.train_frames)
+        val_set = NpyTwoTask(root, d.val_split, d.size, augment=False, limit=d.val_frames)
+    else:
+        train_set = CityscapesMultiTask(root, d.train_split, size=d.size, augment=augment, limit=d.train_frames,
+                                        cache=d.cache)
+        val_set = CityscapesMultiTask(root, d.val_split, size=d.size, augment=False, limit=d.val_frames,
+                                      cache=d.cache)
     for key, split, data in (("train_frames", d.train_split, train_set), ("val_frames", d.val_split, val_set)):
         asked = getattr(d, key)
         if asked is not None and len(data) < asked:  # the config (and the identity) would claim more frames

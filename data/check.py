@@ -1,5 +1,7 @@
 """Check a Cityscapes tree: `python -m data.check ROOT [--split S ...] [--stats-split train]`.
 
+A root in the preprocessed npy 2-task layout (data/npy.py) gets its own check: frames and class shares per split.
+
 Per split (by default train and val, which training needs, plus any other found): frame count,
 missing or unreadable files, wrong bit depths or sizes, unknown label ids, instance ids of classes
 without instances or of unknown classes, and the share of valid disparity pixels. Exits with status 1
@@ -208,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: train; '' for none)")
     parser.add_argument("--out", type=Path, help="also write the statistics as Markdown here (and .json beside it)")
     args = parser.parse_args(argv)
+    from data.npy import check as check_npy
+    from data.npy import is_npy_root
+
+    if is_npy_root(args.root):  # the preprocessed 2-task layout of nash-mtl / FAMO / LibMTL (data/npy.py)
+        return check_npy(args.root, args.split)
     if not (args.root / "leftImg8bit").is_dir():
         print(f"{args.root}: no leftImg8bit folder, not a Cityscapes tree", file=sys.stderr)
         return 1

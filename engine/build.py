@@ -26,7 +26,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, method: torch.nn.Module
     if method_params:
         groups.append({"params": method_params, "weight_decay": 0.0, "lr": o.lr * cfg.method.lr_mult})
     impl = {"auto": {}, "foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}[o.impl]
-    if o.optimizer == "adam":  # the step-size control of docs/comparisons.md (momentum and nesterov unused)
+    if o.optimizer == "adam":  # the step-size control (docs/comparisons.md) and the 2-task protocols
         return torch.optim.Adam(groups, lr=o.lr, **impl)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, **impl)
 
@@ -61,7 +61,8 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg).to(device)
     optimizer = build_optimizer(cfg, model, method)
-    scheduler = poly_schedule(optimizer, cfg.optim.iterations, cfg.optim.poly_power)
+    scheduler = poly_schedule(optimizer, cfg.optim.iterations, cfg.optim.poly_power) if cfg.optim.schedule == "poly" \
+        else torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_every, cfg.optim.step_gamma)
     dtype = cfg.autocast_dtype(device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     net = model

@@ -77,6 +77,9 @@ class DataConfig:
     # batches are drawn there in the loader's order, flips applied on the device (data/resident.py): no loader
     # workers, no host-to-device copies. Needs a fixed size without crop, scale or jitter.
     resident: bool = False
+    # cityscapes: the official layout (data/cityscapes.py); npy: the preprocessed 2-task layout of nash-mtl / FAMO /
+    # LibMTL (data/npy.py), read at its own size, trained with its papers' scale-crop and flip when `flip` is set.
+    format: str = "cityscapes"
 
 
 @dataclass
@@ -94,6 +97,10 @@ class ModelConfig:
     aspp_projection: bool = False  # the paper concatenates to 1280 channels without projection
     head_channels: int = 256
     head_kernel: int = 3  # 3: 3x3 conv first (Sec. 4); 1: the 1x1 variant of Appendix A
+    # models.ARCHITECTURES: deeplabv3 (the paper's network), segnet-mtan, segnet-split, deeplabv3plus-hps (the
+    # 2-task Cityscapes protocols, docs/protocols.md)
+    arch: str = "deeplabv3"
+    segnet_channels: tuple[int, int, int, int, int] = (64, 128, 256, 512, 512)  # SegNet stage widths (MTAN's)
 
 
 @dataclass
@@ -131,6 +138,9 @@ class OptimConfig:
     # before the option.
     optimizer: str = "sgd"
     impl: str = "auto"  # SGD implementation: auto (torch's choice) | foreach | fused | loop (one tensor at a time)
+    schedule: str = "poly"  # poly (poly_power) | step: lr x step_gamma every step_every iterations (StepLR)
+    step_every: int = 0
+    step_gamma: float = 0.5
 
 
 @dataclass
@@ -577,6 +587,7 @@ def _validate(cfg: Config) -> None:
          "data.resident keeps one fixed-size copy of each frame on the device and draws only flips there: it needs "
          f"data.size set and no data.crop, data.scale or data.jitter (got size={d.size}, crop={d.crop}, "
          f"scale={d.scale}, jitter={d.jitter})")
+    _validate_protocol(cfg, need)
     need(cfg.optim.impl in ("auto", "foreach", "fused", "loop"),
          f"optim.impl must be auto, foreach, fused or loop, got {cfg.optim.impl!r}")
     need(cfg.method.lr_mult >= 0, f"method.lr_mult must be >= 0, got {cfg.method.lr_mult}")
@@ -597,3 +608,30 @@ def _validate(cfg: Config) -> None:
         need(v is None or min(v) >= 2 * cfg.model.output_stride,
              f"data.{key} must be at least {2 * cfg.model.output_stride} pixels on each side (twice "
              f"model.output_stride={cfg.model.output_stride}), got {list(v) if v else v}")
+
+
+def _validate_protocol(cfg: Config, need) -> None:
+    """Checks of the 2-task protocols' options (data.format, model.arch, optim.optimizer / schedule)."""
+    from models import ARCHITECTURES
+
+    d, o = cfg.data, cfg.optim
+    need(d.format in ("cityscapes", "npy"), f"data.format must be cityscapes or npy, got {d.format!r}")
+    need(d.format != "npy" or not (d.resident or d.crop or d.scale or d.jitter or d.cache not in ("auto", "off")),
+         "data.format=npy reads the npy files at their own size with the papers' augmentation: data.resident, crop, "
+         "scale, jitter and a cache directory do not apply")
+    from tasks import PROTOCOL_TASK_SPECS
+
+    wrong = [t for t in cfg.tasks if (t in PROTOCOL_TASK_SPECS) != (d.format == "npy")]
+    need(not wrong, f"tasks {wrong} do not fit data.format={d.format}: the npy layout has the tasks "
+         f"{', '.join(PROTOCOL_TASK_SPECS)}, the official layout the others")
+    need(cfg.model.arch in ARCHITECTURES, f"model.arch must be one of {', '.join(ARCHITECTURES)}, got "
+         f"{cfg.model.arch!r}")
+    need(all(c > 0 for c in cfg.model.segnet_channels), f"model.segnet_channels must be positive, got "
+         f"{cfg.model.segnet_channels}")
+    need(not (cfg.model.arch == "segnet-mtan" and getattr(cfg.method.selected, "space", None) == "features"),
+         "model.arch=segnet-mtan has no single shared feature map: set the method's space: parameters")
+    need(o.optimizer in ("sgd", "adam"), f"optim.optimizer must be sgd or adam, got {o.optimizer!r}")
+    need(o.schedule in ("poly", "step"), f"optim.schedule must be poly or step, got {o.schedule!r}")
+    need(o.schedule != "step" or o.step_every > 0, f"optim.schedule=step needs optim.step_every > 0, got "
+         f"{o.step_every}")
+    need(0 < o.step_gamma <= 1, f"optim.step_gamma must be in (0, 1], got {o.step_gamma}")

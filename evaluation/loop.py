@@ -27,7 +27,7 @@ def evaluate_model(model: torch.nn.Module, loader, device: torch.device | str,
     was_training = model.training
     model.eval()
     metrics = MultiTaskMetrics()
-    names = task_registry.TASKS
+    names = task_registry.ALL_TASKS
     finite = torch.ones(len(names), dtype=torch.bool, device=device)  # per task, on the device: no sync per batch
     with torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True):

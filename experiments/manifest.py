@@ -61,7 +61,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.config import ConfigError, load_yaml
-from tasks import METRICS, TASKS
+from tasks import ALL_TASKS, METRICS
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official",
@@ -180,8 +180,8 @@ def load_manifest(path: Path) -> Manifest:
     x = data.get("x")
     if x is not None:
         _keys(x, {"label", "task"}, f"{path}: x")
-        if x.get("task") is not None and x["task"] not in TASKS:
-            raise ConfigError(f"{path}: x.task {x['task']!r} is not a task; valid tasks: {', '.join(TASKS)}")
+        if x.get("task") is not None and x["task"] not in ALL_TASKS:
+            raise ConfigError(f"{path}: x.task {x['task']!r} is not a task; valid tasks: {', '.join(ALL_TASKS)}")
     rows, names = [], set()
     for i, r in enumerate(data["rows"] or []):
         where = f"{path}: row {r.get('name', i) if isinstance(r, dict) else i}"
@@ -233,7 +233,7 @@ def load_manifest(path: Path) -> Manifest:
         raise ConfigError(f"{path}: for_presets must be a non-empty list of preset names, got {for_presets!r}")
     baselines = data.get("baselines")
     if baselines is not None:
-        _keys(baselines, set(TASKS), f"{path}: baselines")
+        _keys(baselines, set(ALL_TASKS), f"{path}: baselines")
         bad = {t: r for t, r in baselines.items() if r not in names}
         if bad:
             raise ConfigError(f"{path}: baselines name rows that do not exist: {bad}")
@@ -309,9 +309,9 @@ def _claim(c, names: set[str], where: str) -> Claim:
     than = c["than"]
     if isinstance(than, str):
         than = {"*": than}
-    if not isinstance(than, dict) or not than or any(t != "*" and t not in TASKS for t in than):
+    if not isinstance(than, dict) or not than or any(t != "*" and t not in ALL_TASKS for t in than):
         raise ConfigError(f"{where}: claim {c['name']}: than must be a row or {{task: row}} with tasks of "
-                          f"{', '.join(TASKS)}, got {c['than']!r}")
+                          f"{', '.join(ALL_TASKS)}, got {c['than']!r}")
     bad = sorted({c["better"], *than.values()} - names)
     if bad:
         raise ConfigError(f"{where}: claim {c['name']} names rows that do not exist: {bad}")

@@ -17,9 +17,9 @@ class FixedOptions:
     weights: dict[str, float] = field(default_factory=dict)  # task -> weight; a trained task not named weighs 1
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.weights if t not in task_registry.TASKS]
+        unknown = [t for t in self.weights if t not in task_registry.ALL_TASKS]
         if unknown:
-            raise ValueError(f"weights name unknown task(s) {unknown}; valid tasks are {list(task_registry.TASKS)}")
+            raise ValueError(f"weights name unknown task(s) {unknown}; valid tasks are {list(task_registry.ALL_TASKS)}")
         # A negative weight would ascend that task's loss.
         bad = {t: w for t, w in self.weights.items() if not (math.isfinite(w) and w >= 0)}
         if bad:

@@ -15,7 +15,7 @@ from models.heads import build_head
 from models.pretrained import initialise_backbone
 from models.resnet import BACKBONES, build_backbone
 
-__all__ = ["BACKBONES", "MultiTaskDeepLab", "autocast_forward", "build_model"]
+__all__ = ["ARCHITECTURES", "BACKBONES", "MultiTaskDeepLab", "autocast_forward", "build_model"]
 
 
 class MultiTaskDeepLab(nn.Module):
@@ -51,8 +51,16 @@ class MultiTaskDeepLab(nn.Module):
         return list(self.heads[task].parameters())
 
 
-def build_model(cfg, pretrained: bool = True) -> MultiTaskDeepLab:
-    """Build the network described by `cfg.model` with one head per task in `cfg.tasks`.
+def build_model(cfg, pretrained: bool = True) -> nn.Module:
+    """Build the network `cfg.model.arch` (ARCHITECTURES) with one head per task in `cfg.tasks`."""
+    arch = getattr(cfg.model, "arch", "deeplabv3")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown model.arch {arch!r}; valid architectures are {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](cfg, pretrained)
+
+
+def build_deeplab(cfg, pretrained: bool = True) -> MultiTaskDeepLab:
+    """The paper's network described by `cfg.model` with one head per task in `cfg.tasks`.
 
     With `pretrained` (a fresh training), the backbone starts from the configured weights
     (`model.backbone_weights` or `model.pretrained: imagenet`, models/pretrained.py); without (the
@@ -71,3 +79,34 @@ def autocast_forward(net: nn.Module, image: Tensor, dtype: torch.dtype | None, *
     forward of training, evaluation and figures."""
     with torch.autocast(image.device.type, dtype=dtype, enabled=dtype is not None):
         return net(image, **kwargs)
+
+
+def build_segnet_mtan(cfg, pretrained: bool = True) -> nn.Module:
+    """SegNet-MTAN (models/segnet.py): from scratch, as nash-mtl and FAMO train it."""
+    from models.segnet import SegNetMTAN
+
+    return SegNetMTAN(tuple(cfg.tasks), cfg.model.segnet_channels)
+
+
+def build_segnet_split(cfg, pretrained: bool = True) -> nn.Module:
+    """SegNet with task heads only (models/segnet.py); with one task, the single-task SegNet."""
+    from models.segnet import SegNetSplit
+
+    return SegNetSplit(tuple(cfg.tasks), cfg.model.segnet_channels)
+
+
+def build_deeplab_hps(cfg, pretrained: bool = True) -> nn.Module:
+    """LibMTL's DeepLabV3+ R50 with hard parameter sharing (models/hps.py): `model.backbone` dilated to
+    `model.output_stride`, initialised like the paper's backbone (model.pretrained / backbone_weights)."""
+    from models.hps import HardSharingDeepLab
+
+    m = cfg.model
+    backbone = build_backbone(m.backbone, m.output_stride)
+    if pretrained:
+        initialise_backbone(backbone, m)
+    return HardSharingDeepLab(backbone, tuple(cfg.tasks), aspp_rates(m.aspp_rates, m.output_stride))
+
+
+# model.arch -> builder(cfg, pretrained): the paper's network and the 2-task protocols' models.
+ARCHITECTURES = {"deeplabv3": build_deeplab, "segnet-mtan": build_segnet_mtan, "segnet-split": build_segnet_split,
+                 "deeplabv3plus-hps": build_deeplab_hps}

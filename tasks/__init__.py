@@ -8,6 +8,19 @@
 This package imports nothing from data/, models/, losses/, evaluation/, engine/ or experiments/.
 """
 
-from tasks.specs import KINDS, METRICS, TASK_KINDS, TASK_SPECS, TASKS, MetricSpec, TaskSpec, check_tasks
+from tasks.specs import (
+    ALL_TASKS,
+    KINDS,
+    METRICS,
+    PROTOCOL_TASK_SPECS,
+    SEG7_CLASS_NAMES,
+    TASK_KINDS,
+    TASK_SPECS,
+    TASKS,
+    MetricSpec,
+    TaskSpec,
+    check_tasks,
+)
 
-__all__ = ["KINDS", "METRICS", "TASKS", "TASK_KINDS", "TASK_SPECS", "MetricSpec", "TaskSpec", "check_tasks"]
+__all__ = ["ALL_TASKS", "KINDS", "METRICS", "PROTOCOL_TASK_SPECS", "SEG7_CLASS_NAMES", "TASKS", "TASK_KINDS",
+           "TASK_SPECS", "MetricSpec", "TaskSpec", "check_tasks"]

@@ -172,3 +172,41 @@ class RegressionError(Accumulator):
 def _same_shape(task: str, pred: Tensor, gt: Tensor) -> None:
     if pred.shape != gt.shape:
         raise ValueError(f"{task}: prediction shape {tuple(pred.shape)} does not match target {tuple(gt.shape)}")
+
+
+class DepthError(Accumulator):
+    """Depth of the 2-task Cityscapes protocol -> `<task>/abs_err` (mean |pred - gt|) and `<task>/rel_err`
+    (mean |pred - gt| / gt) over the pixels whose ground truth is non-zero (the `mask` key).
+
+    Pixel-weighted over the whole split. nash-mtl / FAMO average per-batch means over the batches and LibMTL
+    weights them by batch size: those equal ours only when every batch holds the same number of valid pixels."""
+
+    _state = ("sums",)  # [sum |e|, sum |e| / gt, masked pixels], float64
+
+    def __init__(self, task: str, target: str, mask: str) -> None:
+        self.target, self.mask = target, mask
+        super().__init__(task)
+
+    def reset(self) -> None:
+        super().reset()
+        self.sums = torch.zeros(3, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, batch: dict[str, Tensor]) -> None:
+        gt = self._need(batch, self.target).to(pred.device)
+        mask = self._need(batch, self.mask).to(pred.device)
+        _same_shape(self.task, pred, gt)
+        self._to(pred.device)
+        err = (pred.double() - gt.double()).abs()[:, 0]  # (B, H, W)
+        gt0 = gt.double()[:, 0]
+        self.sums[0] += torch.where(mask, err, 0).sum()
+        self.sums[1] += torch.where(mask, err / torch.where(mask, gt0, 1.0), 0).sum()
+        self.sums[2] += mask.sum()
+        self.seen += 1
+
+    def compute(self) -> dict[str, float]:
+        if not int(self.seen):
+            return {}
+        abs_sum, rel_sum, count = self.sums.cpu().tolist()
+        return {f"{self.task}/abs_err": abs_sum / count if count else math.nan,
+                f"{self.task}/rel_err": rel_sum / count if count else math.nan}

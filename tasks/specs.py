@@ -16,11 +16,12 @@ from functools import partial
 
 from torch import Tensor
 
-from tasks.accumulators import Accumulator, ConfusionMatrix, RegressionError
+from tasks.accumulators import Accumulator, ConfusionMatrix, DepthError, RegressionError
 from tasks.labels import CLASS_NAMES, NUM_CLASSES
 from tasks.losses import cross_entropy_loss, masked_l1_loss
 
-__all__ = ["KINDS", "METRICS", "TASKS", "TASK_KINDS", "TASK_SPECS", "MetricSpec", "TaskSpec", "check_tasks"]
+__all__ = ["ALL_TASKS", "KINDS", "METRICS", "SEG7_CLASS_NAMES", "TASKS", "TASK_KINDS", "TASK_SPECS", "MetricSpec",
+           "TaskSpec", "check_tasks"]
 
 # How a task's likelihood is modelled (each TaskSpec has one): decides e.g. the uncertainty form.
 KINDS = ("classification", "regression")
@@ -96,7 +97,30 @@ TASK_SPECS: dict[str, TaskSpec] = {
                  MetricSpec("depth/rmse_px", "depth RMSE", "px", 3, False))),
 }
 
+# The 2-task Cityscapes protocol of nash-mtl / FAMO / LibMTL (docs/protocols.md): the preprocessed npy layout's
+# 7-class segmentation and depth, with its own sample keys (data/npy.py) and the papers' metrics.
+SEG7_CLASS_NAMES: tuple[str, ...] = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+PROTOCOL_TASK_SPECS: dict[str, TaskSpec] = {
+    "seg7": TaskSpec(
+        name="seg7", kind="classification", display="7-class segmentation", channels=len(SEG7_CLASS_NAMES),
+        targets=("seg7",), loss=cross_entropy_loss,
+        accumulator=partial(ConfusionMatrix, task="seg7", target="seg7", class_names=SEG7_CLASS_NAMES),
+        pixel_axes=(None,) * len(SEG7_CLASS_NAMES),
+        metrics=(MetricSpec("seg7/miou", "7-class mIoU", "%", 2, True),
+                 MetricSpec("seg7/pixel_acc", "7-class pixel accuracy", "%", 2, True))),
+    "depth_abs": TaskSpec(
+        name="depth_abs", kind="regression", display="depth (npy layout)", channels=1,
+        targets=("depth_abs", "depth_abs_mask"), loss=masked_l1_loss,
+        accumulator=partial(DepthError, task="depth_abs", target="depth_abs", mask="depth_abs_mask"),
+        pixel_axes=(None,),  # the layout's units, not pixels of the image grid
+        metrics=(MetricSpec("depth_abs/abs_err", "depth abs. error", "file units", 4, False),
+                 MetricSpec("depth_abs/rel_err", "depth rel. error", "ratio", 4, False))),
+}
+# The paper's three tasks stay the default task list (Config.tasks; existing identities are unchanged);
+# every registered task, protocol tasks included, is in TASK_SPECS and ALL_TASKS.
 TASKS: tuple[str, ...] = tuple(TASK_SPECS)
+TASK_SPECS.update(PROTOCOL_TASK_SPECS)
+ALL_TASKS: tuple[str, ...] = tuple(TASK_SPECS)
 TASK_KINDS: dict[str, str] = {t: s.kind for t, s in TASK_SPECS.items()}
 METRICS: dict[str, MetricSpec] = {m.key: m for s in TASK_SPECS.values() for m in s.metrics}
 
@@ -106,9 +130,9 @@ def check_tasks(tasks) -> tuple[str, ...]:
     tasks = tuple(tasks)
     unknown = [t for t in tasks if t not in TASK_SPECS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid tasks are {list(TASKS)}")
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks are {list(ALL_TASKS)}")
     if not tasks:
-        raise ValueError(f"at least one task is needed; valid tasks are {list(TASKS)}")
+        raise ValueError(f"at least one task is needed; valid tasks are {list(ALL_TASKS)}")
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"task(s) listed twice in {list(tasks)}")
-    return tuple(t for t in TASKS if t in tasks)
+    return tuple(t for t in ALL_TASKS if t in tasks)

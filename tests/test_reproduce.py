@@ -419,7 +419,10 @@ def _all_identities() -> dict:
     """Every manifest row x seed on every preset, and every committed record: -> identity."""
     out = {}
     for preset in sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")):
-        for job in plan(preset, list(MANIFESTS.values()), pending=[]):  # weights_from rows wait for records
+        # the 2-task protocols' presets (data.format=npy) run only the manifests made for them
+        npy = load_config([ROOT / "configs" / f"{preset}.yaml"]).data.format == "npy"
+        manifests = [m for m in MANIFESTS.values() if m.applies_to(preset) and (m.for_presets or not npy)]
+        for job in plan(preset, manifests, pending=[]):  # weights_from rows wait for records
             for run in (job.run, *job.aliases):
                 out[preset, run.manifest, run.row.name, run.seed] = run.identity
     for path in sorted((ROOT / "results").glob("*/runs/*.json")):

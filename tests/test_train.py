@@ -19,7 +19,7 @@ from engine.build import build_optimizer, poly_schedule
 from engine.config import load_config
 from losses import build_weighting, task_losses
 from models import build_model
-from tasks import TASK_KINDS
+from tasks import TASK_KINDS, TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
@@ -269,7 +269,7 @@ def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(synthetic_root
     for k in a:
         assert torch.equal(a[k], b[k]), k
     if method[0] == "method.name=uncertainty":  # the log-variances trained
-        start = build_weighting("uncertainty", TASK_KINDS).state_dict()
+        start = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in TASKS}).state_dict()  # the paper's tasks
         assert all(not torch.equal(a[f"method.{k}"], v) for k, v in start.items())
     if method[0] == "method.name=dwa":  # the history was in use after the resume: weights not uniform
         log = [json.loads(x) for x in (broken / "run" / "metrics.jsonl").read_text().splitlines()]
