@@ -258,7 +258,10 @@ def _classify(todo: list[Job], events: Path, jobs: Jobs, profile: Profile, retry
 def _note_lost(job: Job, events: Path, profile: Profile, summary: dict, sub: dict | None) -> bool:
     """Log a job that died without finishing its run; False (recorded as failed) past max_lost."""
     identity = job.run.identity
-    lost = sum(e["event"] == "lost" for e in read_events(events, identity))
+    history = read_events(events, identity)
+    if any(e["event"] == "lost" for e in last_submission(history)[1]):
+        return True  # logged by an earlier driver that stopped before resubmitting it
+    lost = sum(e["event"] == "lost" for e in history)
     if lost >= profile.max_lost:
         reason = f"its jobs died without finishing {lost + 1} times (max_lost={profile.max_lost}); see train.log"
         log_event(events, identity, "failed", job=sub["job"] if sub else None, reason=reason)
