@@ -200,7 +200,7 @@ def snapshot(paths: Paths, preset: str) -> dict[str, str]:
     return out
 
 
-def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, **kw) -> dict[str, str]:
+def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, preset: str, **kw) -> dict[str, str]:
     """The same manifest through the local launcher, undisturbed; returns its tables and records, and moves
     its run directories to <tmp_path>/reference-runs (the runs and results directories are empty again)."""
     for k, v in env.items():
@@ -209,7 +209,8 @@ def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, **kw) 
     runner_kw = {"train_script": kw.pop("train_script")}
     monkeypatch.setattr(reproduce, "reproduce", lambda *a, **k: runner.reproduce(*a, **k, **runner_kw))
     assert reproduce.main([*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", *dirs(paths)]) == 0
-    ref = snapshot(paths, "mini")
+    ref = snapshot(paths, preset)
+    assert ref, "the reference run wrote no table or record"
     shutil.move(paths.runs, tmp_path / "reference-runs")
     shutil.rmtree(paths.results)
     return ref
@@ -252,7 +253,7 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
     finishes exactly once and the records and tables equal those of an undisturbed local run."""
     paths, jobs, env = light_setup(tmp_path, seeds=34)
     script = tmp_path / "fake_train.py"
-    ref = local_reference(paths, tmp_path, env | {"FAKE_STEP_S": "0"}, monkeypatch, train_script=script,
+    ref = local_reference(paths, tmp_path, env | {"FAKE_STEP_S": "0"}, monkeypatch, "mini", train_script=script,
                           args=["light", "--preset", "mini"])
     ids = [j.run.identity for j in jobs]
     events = driver.events_dir(paths, "mini", load_profile(str(tmp_path / "local.yaml")))
@@ -358,7 +359,7 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
     paths = Paths(configs, tmp_path / "runs", tmp_path / "results")
     args = ["depth", "--preset", "tiny", "--data-root", str(synthetic_root)]
     env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", WANDB_MODE="disabled")
-    ref = local_reference(paths, tmp_path, env, monkeypatch, train_script=ROOT / "train.py", args=args)
+    ref = local_reference(paths, tmp_path, env, monkeypatch, "tiny", train_script=ROOT / "train.py", args=args)
     jobs = plan("tiny", find_manifests(paths.manifests, ["depth"]), paths=paths)
     assert len(jobs) == 5
     profile = load_profile(str(tmp_path / "local.yaml"))
