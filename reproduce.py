@@ -9,6 +9,9 @@
     python reproduce.py plan [MANIFEST ...] --preset NAME   # runs to start / reuse, wall time, GPU-hours, disk
     python reproduce.py curves [MANIFEST ...] --preset NAME  # loss and validation curves per run and row
     ... [--set key=value ...] [--grid key=v1,v2 ...]         # sweeps without YAML (docs/sweeps.md)
+    python reproduce.py MANIFEST|all --preset NAME --launcher submitit [--profile slurm] [--launcher-set KEY=VALUE]
+        [--per-gpu N] [--no-wait] [--retry-failed]
+    python reproduce.py status [MANIFEST ...] --preset NAME [--profile slurm]   # queued/running/done/failed
 
 A manifest is configs/experiments/<name>.yaml (table1, figure2a, figure2b, ...): rows of config
 overrides applied on the preset configs/<NAME>.yaml. Each (row, seed) is one run, named by its
@@ -38,6 +41,10 @@ the same n (a runner of an overlapping shard is refused). More than 20 trainings
 with their GPU-hours and asked for first (--yes skips the question; without a terminal it is required).
 Killing the runner stops its trainings, which keep
 their last checkpoints; Ctrl-C and SIGTERM exit with status 130 / 143.
+
+--launcher submitit submits the same runs as cluster jobs (SLURM job arrays, or submitit's local executor)
+with the settings of a launcher profile (configs/launchers/<NAME>.yaml, --launcher-set KEY=VALUE), requeues
+preempted ones, and records them as they finish; see docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ from pathlib import Path
 from engine.config import ConfigError, name_problem
 from experiments.aggregate import load_paper
 from experiments.estimate import confirm_start, plan_report
+from experiments.launchers.driver import launch, print_status, status
+from experiments.launchers.profile import load_profile
 from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, for_preset, list_manifests
 from experiments.plan import plan, shard
@@ -192,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs-dir", type=Path, default=Paths.configs, help="presets and experiments/ manifests")
     p.add_argument("--runs-dir", type=Path, default=Paths.runs, help="run directories (default: runs)")
     p.add_argument("--results-dir", type=Path, default=Paths.results, help="records and tables (default: results)")
+    p.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                   help="local: trainings as subprocesses here (default); submitit: cluster jobs (docs/scale-out.md)")
+    p.add_argument("--profile", default="slurm", help="launcher profile: configs/launchers/NAME.yaml or a YAML path")
+    p.add_argument("--launcher-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a launcher profile setting, e.g. partition=gpu or time_min=600 (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="submitit: submit and return (rerun later to record)")
+    p.add_argument("--retry-failed", action="store_true", help="submitit: submit runs that failed again")
     args = p.parse_args(argv)
     paths = Paths(args.configs_dir.resolve(), args.runs_dir.resolve(), args.results_dir.resolve())
     command, names = args.what[0], args.what[1:]
@@ -202,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.preset:
             raise ConfigError("--preset is required (e.g. --preset synthetic-cpu)")
+        if command == "status":
+            manifests = for_preset(find_manifests(paths.manifests, names) if names
+                                   else list_manifests(paths.manifests), args.preset, named=bool(names))
+            print_status(args.preset, status(args.preset, manifests, load_profile(args.profile, args.launcher_set),
+                                             args.seeds, paths, args.data_root))
+            return 0
         if command in ("all", "aggregate", "plan", "curves"):
             if command != "all" and names == ["all"]:  # `plan all` = `plan`: every manifest
                 names = []
@@ -239,8 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if not args.dry_run:
                 confirm_start(args.preset, jobs, records, args.yes, paths=paths)
-        summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel, args.shard,
-                            args.dry_run, paths, args.data_root, threads=args.threads)
+        if args.launcher == "submitit" and not args.dry_run:
+            summary = launch(args.preset, only_methods(manifests, args.methods),
+                             load_profile(args.profile, args.launcher_set), args.seeds, paths, args.data_root,
+                             args.per_gpu, args.threads, wait=not args.no_wait, retry_failed=args.retry_failed)
+            if summary.pop("in_flight"):
+                return 0  # tables once every run is recorded: the same command again
+        else:
+            summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel,
+                                args.shard, args.dry_run, paths, args.data_root, threads=args.threads)
         summary["failed"] += evaluate_official_runs(args.preset, manifests, args.seeds, paths, args.data_root,
                                                     args.dry_run, args.shard)
         if args.dry_run:

@@ -7,7 +7,8 @@ The run directory (`run_dir`, default runs/<config name>/<experiment identity>) 
 checkpoint.pt, metrics.jsonl (training logs) and, once finished, metrics.json (final validation metrics).
 Running the same command again resumes an interrupted run; a finished run is not retrained. One
 training at a time per run directory: a second one stops at once, naming the first (infra/lock.py).
-Ctrl-C and SIGTERM keep the last checkpoint and exit with status 130 / 143; errors are one line
+Ctrl-C and SIGTERM keep the last checkpoint and exit with status 130 / 143; SIGUSR1 or SIGUSR2 (a scheduler's
+preemption notice) writes a checkpoint at the next logging step and exits with status 138; errors are one line
 ("error: ...") with status 1. The training step itself is engine/step.py; the method (`method.name`) is
 any entry of losses.METHODS.
 """
@@ -41,14 +42,22 @@ from engine.checkpoint import (
     set_rng_state,
 )
 from engine.config import IDENTITY_SCHEMA, Config, ConfigError, load_config
-from engine.distributed import ReplicaMismatchError, check_replicas, init_distributed
+from engine.distributed import ReplicaMismatchError, any_process, check_replicas, init_distributed
 from engine.rundir import JsonlLog, check_same_experiment, locked_run_dir, read_final, write_config
 from engine.step import LossWindow, NonFiniteLossError, train_step
 from evaluation import NonFiniteOutputError, evaluate_model
 from infra.atomic import plain, write_json
 from infra.lock import LockHeld
 from infra.provenance import git_commit, repo_relative
-from infra.stop import Terminated, exit_status, stop_signals
+from infra.stop import (
+    PREEMPTED_STATUS,
+    Preempted,
+    Terminated,
+    exit_status,
+    preempt_signals,
+    preemption_requested,
+    stop_signals,
+)
 from models.pretrained import PretrainedWeightsMissing, check_initial_weights
 from tasks import METRICS
 
@@ -236,8 +245,14 @@ def _train(cfg: Config, command: list[str] | None, rank: int, world: int, device
             val = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
             log.write(step, {f"val/{k}": v for k, v in val.items()})
             parts.model.train()
-        if step % cfg.ckpt_every == 0 or step == cfg.optim.iterations:
+        # A preemption signal: checkpoint at a logging step (the loss window is empty there, so the resumed run
+        # logs what an uninterrupted one does), every process at the same step, then stop.
+        preempted = (step % cfg.log_every == 0 and step < cfg.optim.iterations
+                     and any_process(preemption_requested(), device))
+        if step % cfg.ckpt_every == 0 or step == cfg.optim.iterations or preempted:
             replicas = checkpoint()
+        if preempted:
+            raise Preempted(f"preempted at step {step}")
     bar.close()
 
     metrics = val_metrics = evaluate_model(parts.model, val_loader, device, parts.autocast_dtype)
@@ -293,8 +308,11 @@ def main(argv: list[str] | None = None) -> dict:
     command = ["python", *sys.argv] if argv is None else ["python", "train.py", *argv]
     ckpt_path = cfg.resolved_run_dir / "checkpoint.pt"
     try:
-        with stop_signals():
+        with stop_signals(), preempt_signals():
             return train(cfg, command)
+    except Preempted as e:
+        print(f"\n{e}: checkpoint written to {ckpt_path}; run the same command to resume", file=sys.stderr)
+        raise SystemExit(PREEMPTED_STATUS) from None
     except (KeyboardInterrupt, Terminated) as e:
         why = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
         kept = f"last checkpoint kept: {ckpt_path}" if ckpt_path.exists() else "no checkpoint saved yet"

@@ -23,8 +23,27 @@ def pick_device(setting: str) -> torch.device:
     return torch.device("cuda" if use_cuda else "cpu")
 
 
+def scheduler_environment() -> dict[str, str]:
+    """The torch.distributed variables (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)
+    of a process that submitit started as one task of a multi-task job (on SLURM: nodes x tasks per node), read
+    from the scheduler's variables by submitit.helpers.TorchDistributedEnvironment; {} outside such a job or
+    under torchrun (which sets them itself)."""
+    if "RANK" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return {}
+    from submitit.helpers import TorchDistributedEnvironment  # only inside a submitit job
+
+    env = TorchDistributedEnvironment()
+    if env.world_size <= 1:
+        return {}
+    return {"MASTER_ADDR": env.master_addr, "MASTER_PORT": str(env.master_port), "RANK": str(env.rank),
+            "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
+            "LOCAL_WORLD_SIZE": str(env.local_world_size)}
+
+
 def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun one process per GPU (or CPU process with gloo)."""
+    """(rank, world size, device); under torchrun or a multi-task submitit/SLURM job one process per GPU (or
+    CPU process with gloo)."""
+    os.environ.update(scheduler_environment())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device_setting == "cuda" and not torch.cuda.is_available():
         from engine.config import ConfigError
@@ -84,3 +103,12 @@ def check_replicas(model: nn.Module, method: nn.Module, step: int) -> dict:
         raise ReplicaMismatchError(f"DDP replicas differ at step {step}: processes {list(groups.values())} hold "
                                    f"different parameters or method state; the run cannot continue")
     return {"processes": world, "identical": True}
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is set in any process (one all-reduce under DDP): every process takes the same branch."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor(int(flag), device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

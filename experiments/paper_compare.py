@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(format_comparison(args.preset, args.manifest, d, compare(table, d)) for d in papers)
     print(text, end="")
     if args.out:
-        from engine.atomic import write_text
+        from infra.atomic import write_text
 
         write_text(args.out, text)
     return 0

@@ -14,15 +14,12 @@ are refused.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
-import ctypes.util
 import datetime
 import os
 import platform
 import queue
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.config import config_from_dict
+from experiments.launchers.job import die_with_parent
 from experiments.layout import ROOT, TRAIN_SCRIPT, Paths, rel
 from experiments.manifest import Manifest
 from experiments.plan import Job, plan, runs_of, shard
@@ -101,24 +99,7 @@ def status(job: Job, records: dict[str, Record]) -> str:
     return "resume" if (final.parent / "checkpoint.pt").exists() else "new"
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STALE_TEMP_S = 3600.0  # a temporary file this old in results/ is no write in progress (another shard's runner)
-
-
-def die_with_parent():
-    """A Popen `preexec_fn` (None where unsupported): the child gets SIGTERM when the runner dies, and
-    exits at once if the runner is already gone. Only an async-signal-safe C call runs in the child."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the runner died before prctl took effect
-            os._exit(143)
-
-    return preexec
 
 
 _SHARD_LOCK = re.compile(r"^\.shard-(\d+)-of-(\d+)\.lock$")

@@ -63,3 +63,34 @@ def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
             handler(received[0], None)
         elif handler == signal.SIG_DFL:
             signal.raise_signal(received[0])
+
+
+# Preemption (a scheduler about to take the machine back): SIGUSR1 or SIGUSR2 asks the training to write a
+# checkpoint at its next logging step and exit with PREEMPTED_STATUS; the launcher then requeues it and the
+# run resumes from that checkpoint exactly (experiments/launchers/).
+PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+PREEMPTED_STATUS = 128 + signal.SIGUSR1  # 138
+_preempt = threading.Event()
+
+
+class Preempted(BaseException):
+    """The training stopped at a checkpoint because a preemption signal asked it to."""
+
+
+def preemption_requested() -> bool:
+    """Whether a preemption signal arrived in this process."""
+    return _preempt.is_set()
+
+
+@contextlib.contextmanager
+def preempt_signals():
+    """SIGUSR1 / SIGUSR2 set the preemption flag inside (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: _preempt.set()) for s in PREEMPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

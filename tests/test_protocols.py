@@ -14,9 +14,9 @@ import train
 from data import npy
 from data.check import main as check_main
 from engine.config import ConfigError, load_config
-from tasks.accumulators import DepthError
 from experiments.delta_m import delta_m
 from models import ARCHITECTURES, build_model
+from tasks.accumulators import DepthError
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = str(ROOT / "configs" / "cityscapes2-cpu.yaml")
