@@ -40,9 +40,10 @@ demo: $(STAMP) $(DATA)/.complete
 	$(BIN)/python -m experiments.plots curves $(DEMO)/metrics.jsonl --out $(DEMO)/uncertainty.png
 	@echo "demo outputs: $(DEMO)/eval.json, $(DEMO)/uncertainty.png, $(DEMO)/figures/"
 
+# Two pytest workers (pytest-xdist), one thread each: the 2-core machines run two tests at a time.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
 
 bench: $(STAMP) $(DATA)/.complete
 	$(BIN)/python -m bench.data --root $(DATA)

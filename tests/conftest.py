@@ -72,3 +72,16 @@ class CityscapesTree:
 def cityscapes_tree(tmp_path) -> CityscapesTree:
     """An empty Cityscapes tree under the test's temporary directory."""
     return CityscapesTree(tmp_path / "cityscapes")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_determinism():
+    """A training run in the test process (deterministic=true) switches torch's deterministic algorithms on for
+    the whole process; put the setting back so a later test in the same worker (SegNet's max-unpooling has no
+    deterministic kernel) does not depend on the order the tests ran in."""
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

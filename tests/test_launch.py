@@ -208,7 +208,7 @@ def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, preset
     monkeypatch.setattr(runner, "visible_gpus", lambda: [])
     runner_kw = {"train_script": kw.pop("train_script")}
     monkeypatch.setattr(reproduce, "reproduce", lambda *a, **k: runner.reproduce(*a, **k, **runner_kw))
-    assert reproduce.main([*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", *dirs(paths)]) == 0
+    assert reproduce.main([*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", "--yes", *dirs(paths)]) == 0
     ref = snapshot(paths, preset)
     assert ref, "the reference run wrote no table or record"
     shutil.move(paths.runs, tmp_path / "reference-runs")
@@ -264,7 +264,7 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
         n = 2 if rng.random() < 0.35 else 1
         actions[identity] = [(rng.choice(list(SIGNALS)), s) for s in sorted(rng.sample(range(1, steps - 1), n))]
     cmd = [sys.executable, str(tmp_path / "drive.py"), str(script), "light", "--preset", "mini", "--launcher",
-           "submitit", "--profile", str(tmp_path / "local.yaml"), "--skip-overheads", *dirs(paths)]
+           "submitit", "--profile", str(tmp_path / "local.yaml"), "--skip-overheads", "--yes", *dirs(paths)]
     log = open(tmp_path / "driver.log", "a")
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
