@@ -208,7 +208,8 @@ def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, preset
     monkeypatch.setattr(runner, "visible_gpus", lambda: [])
     runner_kw = {"train_script": kw.pop("train_script")}
     monkeypatch.setattr(reproduce, "reproduce", lambda *a, **k: runner.reproduce(*a, **k, **runner_kw))
-    assert reproduce.main([*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", "--yes", *dirs(paths)]) == 0
+    args = [*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", "--yes", *dirs(paths)]
+    assert reproduce.main(args) == 0
     ref = snapshot(paths, preset)
     assert ref, "the reference run wrote no table or record"
     shutil.move(paths.runs, tmp_path / "reference-runs")
