@@ -75,13 +75,12 @@ def cityscapes_tree(tmp_path) -> CityscapesTree:
 
 
 @pytest.fixture(autouse=True)
-def _restore_torch_determinism():
-    """A training run in the test process (deterministic=true) switches torch's deterministic algorithms on for
-    the whole process; put the setting back so a later test in the same worker (SegNet's max-unpooling has no
-    deterministic kernel) does not depend on the order the tests ran in."""
+def _default_torch_determinism():
+    """Every test starts with torch's deterministic algorithms off, the default: a training run in a test
+    process (deterministic=true) switches them on for the whole process, and a later test in the same worker
+    (SegNet's max-unpooling has no deterministic kernel) must not depend on the order the tests ran in."""
     import torch
 
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
     yield
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    torch.use_deterministic_algorithms(False)
