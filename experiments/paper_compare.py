@@ -132,16 +132,23 @@ def format_comparison(preset: str, manifest: str, paper: dict, result: dict) -> 
     if not paper["methods"]:
         lines.append(f"No published value is stored for this paper: {paper.get('verification', '')}".rstrip())
     else:
-        lines.append("\nPublished column, each value from: " + "; ".join(
-            _source_text(name, entry) for name, entry in paper["methods"].items()) + ".")
+        lines.append("\nWhere each published value was read: " + _sources_text(paper["methods"]) + ".")
+        lines += [f"Note on the published {name}: {entry['note']}" for name, entry in paper["methods"].items()
+                  if entry.get("note")]
     return "\n".join(lines) + "\n"
 
 
-def _source_text(name: str, entry: dict) -> str:
-    src = entry.get("source")
-    if not isinstance(src, dict):
-        return f"{name} = source not given"
-    return f"{name} = {src.get('table', '?')} row {src.get('row', '?')!r} of {src.get('where', '?')}"
+def _sources_text(methods: dict) -> str:
+    """'Table 3 of URL: ls = row 'LS', ...; source not given: x' (methods grouped by table and place)."""
+    groups: dict[str, list[str]] = {}
+    for name, entry in methods.items():
+        src = entry.get("source")
+        if isinstance(src, dict):
+            key = f"{src.get('table', '?')} of {src.get('where', '?')}"
+            groups.setdefault(key, []).append(f"{name} = row {src.get('row', '?')!r}")
+        else:
+            groups.setdefault("source not given", []).append(name)
+    return "; ".join(f"{key}: {', '.join(names)}" for key, names in groups.items())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,10 +57,12 @@ def test_a_value_separated_from_its_source_is_refused(tmp_path, capsys):
     assert paper_compare.main(args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no source beside its value" in err
+    good["methods"]["uw"]["note"] = "printed twice in the paper"
     (tmp_path / "paper" / "x_cityscapes.json").write_text(json.dumps(good))
     assert paper_compare.main(args) == 0
     out = capsys.readouterr().out
-    assert "| UW | +6.00 |" in out and "uw = Table 3 row 'UW' of https://arxiv.org/abs/0000.00000" in out
+    assert "Note on the published uw: printed twice in the paper" in out
+    assert "| UW | +6.00 |" in out and "Table 3 of https://arxiv.org/abs/0000.00000: uw = row 'UW'" in out
 
 
 def test_a_non_numeric_published_value_is_refused(tmp_path):
