@@ -74,7 +74,7 @@ def test_a_non_numeric_published_value_is_refused(tmp_path):
 @pytest.mark.parametrize("path", [p for p in TABLES if json.loads(p.read_text())["methods"]], ids=lambda p: p.stem)
 def test_stored_deltas_recompute_from_the_stored_metrics(path):
     """Delta from the row's printed metrics and the STL row, within 0.15: the printed metrics are rounded (abs. err.
-    to 4 digits moves Delta_m by up to ~0.1) and papers average per-seed Deltas; a slipped digit usually shows."""
+    to 4 digits moves Delta_m by up to ~0.1) and a paper may average per-seed Deltas; a slipped digit usually shows."""
     paper = load_published(path, strict=True)
     base = paper["reference"]["metrics"]
     assert paper["reference"]["source"]["row"] == "STL"
