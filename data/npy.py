@@ -11,13 +11,15 @@ Training augmentation is the papers' (MTAN's RandomScaleCrop, then a horizontal 
 (1.0, 1.2, 1.5), a random crop of H/s x W/s resized back to H x W (bilinear image, nearest labels and
 depth), depth divided by s.
 
-    python -m data.npy convert SRC OUT [--size 128x256] [--label-dir label_7]   # official layout -> npy
+    python -m data.npy convert SRC OUT [--size 128x256] [--label-dir label_7] [--depth pixels|png]
     python -m data.npy synthetic OUT [--train 8 --val 4 --size 32x64 --seed 0]   # synthetic set -> npy
 
 The converter maps every evaluated Cityscapes class (trainId 0..18) to its cityscapesscripts category
 (flat, construction, object, nature, sky, human, vehicle = 0..6) and everything else to -1, and writes
-as depth the disparity in pixels at the output width (PNG value p > 0: (p - 1) / 256 * W_out / W_file;
-0 where invalid). How the MTAN authors made their files is not published: see docs/protocols.md.
+as depth (`--depth pixels`, the default) the disparity in pixels at the output width (PNG value p > 0:
+(p - 1) / 256 * W_out / W_file; 0 where invalid), or (`--depth png`) the raw 16-bit PNG value / 65535 (0 where
+p = 0), which fits the value range reported for the MTAN files (lorenmt/mtan issue #25: 0 to 0.4922 against PNG
+values 0 to 32257). How the MTAN authors made their files is not published: see docs/protocols.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from data.labels import _LABELS, ID_TO_TRAINID, IGNORE_INDEX
 from tasks import SEG7_CLASS_NAMES
 
 LABEL_DIRS = ("label_7", "label")  # nash-mtl / FAMO, LibMTL
+DEPTH_UNITS = ("pixels", "png")  # disparity in pixels at the output width; raw PNG value / 65535
 SCALES = (1.0, 1.2, 1.5)  # MTAN's RandomScaleCrop
 CATEGORY_NAMES = SEG7_CLASS_NAMES  # cityscapesscripts categoryId 1..7 (flat ... vehicle) as labels 0..6
 
@@ -165,13 +168,15 @@ def write_frame(out: Path, split: str, index: int, image: np.ndarray, label: np.
 
 
 def convert(src: Path, out: Path, size: tuple[int, int] = (128, 256), labels: str = "label_7",
-            splits: tuple[str, ...] = ("train", "val")) -> dict[str, int]:
+            splits: tuple[str, ...] = ("train", "val"), depth_units: str = "pixels") -> dict[str, int]:
     """Official Cityscapes layout under `src` -> npy layout under `out`; frames per split."""
     from data.cityscapes import find_frames, read_sample
     from data.transforms import resize
 
     if labels not in LABEL_DIRS:
         raise DataError(f"--label-dir must be one of {', '.join(LABEL_DIRS)}, got {labels!r}")
+    if depth_units not in DEPTH_UNITS:
+        raise DataError(f"--depth must be one of {', '.join(DEPTH_UNITS)}, got {depth_units!r}")
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: exists and is not empty; choose a new folder")
     counts = {}
@@ -184,7 +189,10 @@ def convert(src: Path, out: Path, size: tuple[int, int] = (128, 256), labels: st
             seg = TRAINID_TO_SEG7[ID_TO_TRAINID[sample.label_ids]].astype(np.int64)
             seg[seg == IGNORE_INDEX] = -1
             raw = sample.disparity.astype(np.int64)  # 16-bit PNG values, read as int before arithmetic
-            depth = np.where(raw > 0, (raw - 1) / 256.0, 0.0) * (size[1] / w_file)
+            if depth_units == "png":  # the value range of the MTAN files (docs/protocols.md, "Depth")
+                depth = raw / 65535.0
+            else:
+                depth = np.where(raw > 0, (raw - 1) / 256.0, 0.0) * (size[1] / w_file)
             write_frame(out, split, i, sample.image.astype(np.float32) / 255.0, seg, depth, labels)
         counts[split] = len(frames)
     return counts
@@ -256,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("out", type=Path)
     c.add_argument("--size", type=_size, default=(128, 256))
     c.add_argument("--label-dir", default="label_7", choices=LABEL_DIRS)
+    c.add_argument("--depth", default="pixels", choices=DEPTH_UNITS,
+                   help="pixels: disparity in pixels at the output width; png: raw PNG value / 65535")
     s = sub.add_parser("synthetic", help="a synthetic set in the npy layout")
     s.add_argument("out", type=Path)
     s.add_argument("--train", type=int, default=8)
@@ -266,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "convert":
-            counts = convert(args.src, args.out, args.size, args.label_dir)
+            counts = convert(args.src, args.out, args.size, args.label_dir, depth_units=args.depth)
         else:
             if args.out.exists() and any(args.out.iterdir()):
                 raise DataError(f"{args.out}: exists and is not empty; choose a new folder")

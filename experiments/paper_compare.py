@@ -9,7 +9,11 @@ Fisher z-transform (standard error 1.06 / sqrt(n - 3), Fieller, Hartley & Pearso
 filled in for a method that was not run or whose published value is not stored.
 
 A published table is JSON: {"paper": ..., "table": ..., "protocol": "<manifest>", "convention": "pooled" |
-"per_task", "metrics": [...], "methods": {"<our row name>": {"delta": <published value>}, ...}}.
+"per_task", "metrics": [...], "methods": {"<our row name>": {"delta": <published value>, "metrics": {...},
+"source": {"where": "<URL or repository + path>", "table": "<the table's name there>", "row": "<the row as
+printed>"}}, ...}}. Every value stored under results/paper/ carries its source next to it: the tables found there
+are loaded with strict=True, which refuses a value without one (a file given with --paper may omit sources; the
+comparison then says so).
 """
 
 from __future__ import annotations
@@ -41,8 +45,25 @@ def rank_correlation(ours: list[float], theirs: list[float], level: float = 0.95
     return out
 
 
-def load_published(path: Path) -> dict:
-    """A published table; a ValueError naming the file when it is not one."""
+SOURCE_KEYS = ("where", "table", "row")
+
+
+def source_problem(entry: object) -> str | None:
+    """Why a published method entry lacks a usable value or its source (None when it has both)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("delta"), (int, float)) \
+            or isinstance(entry.get("delta"), bool):
+        return "needs a numeric delta"
+    src = entry.get("source")
+    if not isinstance(src, dict) or any(not isinstance(src.get(k), str) or not src[k].strip() for k in SOURCE_KEYS):
+        return f"has no source beside its value (source needs {', '.join(SOURCE_KEYS)})"
+    values = entry.get("metrics", {})
+    if not isinstance(values, dict) or not all(isinstance(v, (int, float)) for v in values.values()):
+        return "has metrics that are not numbers"
+    return None
+
+
+def load_published(path: Path, strict: bool = False) -> dict:
+    """A published table; a ValueError naming the file when it is not one (strict: or a value has no source)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -51,6 +72,15 @@ def load_published(path: Path) -> dict:
     if missing or data.get("convention") not in ("pooled", "per_task"):
         raise ValueError(f"{path}: a published table needs paper, protocol, convention (pooled | per_task) and "
                          f"methods; missing or wrong: {missing or ['convention']}")
+    if not isinstance(data["methods"], dict):
+        raise ValueError(f"{path}: methods must map our row names to published values")
+    for name, entry in data["methods"].items():
+        problem = source_problem(entry)
+        if problem and (strict or problem == "needs a numeric delta"):
+            raise ValueError(f"{path}: published method {name!r} {problem}")
+        extra = set(entry.get("metrics") or {}) - set(data.get("metrics") or [])
+        if extra:
+            raise ValueError(f"{path}: published method {name!r} has metrics not in the table's list: {sorted(extra)}")
     return data
 
 
@@ -101,7 +131,24 @@ def format_comparison(preset: str, manifest: str, paper: dict, result: dict) -> 
         lines.append(f"\nSpearman rank correlation over {k['n']} methods: {k['rho']:+.2f} ({ci}, Fisher z).")
     if not paper["methods"]:
         lines.append(f"No published value is stored for this paper: {paper.get('verification', '')}".rstrip())
+    else:
+        lines.append("\nWhere each published value was read: " + _sources_text(paper["methods"]) + ".")
+        lines += [f"Note on the published {name}: {entry['note']}" for name, entry in paper["methods"].items()
+                  if entry.get("note")]
     return "\n".join(lines) + "\n"
+
+
+def _sources_text(methods: dict) -> str:
+    """'Table 3 of URL: ls = row 'LS', ...; source not given: x' (methods grouped by table and place)."""
+    groups: dict[str, list[str]] = {}
+    for name, entry in methods.items():
+        src = entry.get("source")
+        if isinstance(src, dict):
+            key = f"{src.get('table', '?')} of {src.get('where', '?')}"
+            groups.setdefault(key, []).append(f"{name} = row {src.get('row', '?')!r}")
+        else:
+            groups.setdefault("source not given", []).append(name)
+    return "; ".join(f"{key}: {', '.join(names)}" for key, names in groups.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.paper:
             papers = [load_published(f) for f in args.paper]
         else:
-            found = [load_published(f) for f in sorted((args.results_dir / "paper").glob("*.json"))
+            found = [load_published(f, strict=True) for f in sorted((args.results_dir / "paper").glob("*.json"))
                      if '"protocol"' in f.read_text()]
             papers = [d for d in found if d["protocol"] == args.manifest]
     except ValueError as e:
