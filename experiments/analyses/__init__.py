@@ -24,7 +24,8 @@ def register(name: str, order: int = 10_000):
         if not (isinstance(cls, type) and issubclass(cls, Analysis)):
             raise TypeError(f"analysis {name!r}: @register takes an Analysis subclass, got {cls!r}")
         old = _registered.get(name)
-        if old is not None and type(old[1]).__qualname__ != cls.__qualname__:
+        if old is not None and (type(old[1]).__module__, type(old[1]).__qualname__) != (cls.__module__,
+                                                                                       cls.__qualname__):
             raise ValueError(f"analysis {name!r} is registered twice: by {type(old[1]).__module__}."
                              f"{type(old[1]).__qualname__} and {cls.__module__}.{cls.__qualname__}")
         cls.name = name
