@@ -11,21 +11,9 @@ from __future__ import annotations
 import math
 import statistics
 
-from experiments.claims import RULE as CLAIMS_RULE
-from experiments.claims import claims_columns, pilot_columns
-from experiments.delta_m import CONVENTIONS, paired_delta_m
 from experiments.layout import PAPER_JSON, Paths
 from experiments.manifest import Manifest, Row
-from experiments.plan import Pending, lr_selection, resolve, row_seeds, train_command, uses_grid
-from experiments.protocol import (
-    SCHEDULE_RULE,
-    SELECTION_RULE,
-    claims_protocol,
-    pairwise,
-    schedule_columns,
-    total_weight,
-    weight_diagnostic,
-)
+from experiments.plan import Pending, resolve, row_seeds, train_command
 from experiments.records import Record, read_json
 from losses import method_class
 from tasks import METRICS
@@ -140,11 +128,16 @@ def learns_weights(records: list[Record]) -> bool:
 
 def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper: dict,
               seeds: tuple[int, ...] | None = None, paths: Paths = Paths()) -> dict:
-    """The table of `manifest` on `preset` from `records` (identity -> Record)."""
+    """The table of `manifest` on `preset` from `records` (identity -> Record): the common table, then what each
+    analysis the manifest declares adds (experiments/analyses/)."""
+    from experiments.analyses import Context, RowContext, declared
+
+    plugins = declared(manifest)
+    ctx = Context(manifest, preset, records, paper, seeds, paths)
     by_row: dict[str, list[Record]] = {}
     for rec in records.values():
         by_row.setdefault(rec.row_identity, []).append(rec)
-    rows, found_by_row = [], {}
+    rows, found_by_row = [], ctx.found
     section = (paper.get(manifest.paper) if manifest.paper else None) or {}
     paper_size = section.get("size")  # (H, W) the paper's errors are measured at (Table 1, Figure 2: 128x256)
     for row in manifest.rows:
@@ -194,33 +187,12 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             "learns_weights": learns_weights(found),
             "kind": method_class("fixed" if row.weights_from else cfg.method.name).kind,
         }
-        if manifest.lr_grid is not None or manifest.primary:  # the protocol's step-size record of each row
-            entry |= protocol_row(manifest, row, preset, paths, records, planned, cfg, weights)
-        if manifest.is_sweep:
-            entry["x"] = _learned_x(weights, manifest.x["task"], cfg.tasks) if row.x == "learned" else row.x
-            entry["x_learned"] = row.x == "learned"
+        for analysis in plugins:
+            entry |= analysis.row(ctx, RowContext(row, cfg, planned, found, weights), entry)
         rows.append(entry)
-    extra = benchmark_columns(manifest, preset, rows, found_by_row, paths) if manifest.baselines else {}
-    if manifest.baselines and manifest.lr_grid is not None:  # the protocol benchmark
-        extra |= {"pairwise": pairwise(rows), "weight_diagnostic": weight_diagnostic(rows)}
-    if manifest.settle:
-        for row in rows:
-            row["settle"] = settle_columns(found_by_row[row["name"]], manifest.settle)
-        extra["settle"] = {"tolerance": manifest.settle}
-    if manifest.pilot:
-        extra["pilot"] = pilot_columns(manifest, rows, found_by_row)
-    if manifest.schedule:
-        extra["schedule"] = schedule_columns(manifest, found_by_row, {r["name"]: r["tasks"] for r in rows})
-    if manifest.primary and not manifest.schedule:  # protocol claims: two Holm families, TOST, fixed vocabulary
-        extra |= protocol_claims(manifest, preset, records, paper, seeds, paths, rows, found_by_row)
-    elif manifest.claims:
-        extra["claims"] = claims_columns(manifest, rows, found_by_row)
-        extra["claims_rule"] = CLAIMS_RULE
-    if manifest.official:
-        for row in rows:
-            row["official"] = official_columns(found_by_row[row["name"]], manifest.official["grouping"])
-        extra["official"] = {"grouping": manifest.official["grouping"], "paper": section,
-                             "reference_width": REFERENCE_WIDTH}
+    extra = {}
+    for analysis in plugins:
+        extra |= analysis.columns(ctx, rows)
     return {
         "manifest": manifest.name, "preset": preset, "title": manifest.title, "description": manifest.description,
         "generated_by": f"python reproduce.py aggregate --preset {preset}",
@@ -230,157 +202,6 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
         "x": manifest.x, "std": STD, "paper_caption": section.get("caption"), "units": units_of(paper_size, rows),
         "results": sum(len(r["seeds"]) for r in rows), "rows": rows,
     } | extra
-
-
-def benchmark_columns(manifest: Manifest, preset: str, rows: list[dict], found: dict[str, list[Record]],
-                      paths: Paths) -> dict:
-    """Delta_m of every multi-task row against the single-task baselines (paired seeds), and the
-    measured overheads from results/<preset>/<manifest>-overheads.json when it exists."""
-    metrics = [c.metric for c in manifest.columns]
-    baselines: dict[int, dict[str, float]] = {}
-    for i, (task, row_name) in enumerate(manifest.baselines.items()):
-        by_seed = {r.seed: {m: r.data["metrics"][m] for m in metrics
-                            if METRICS[m].task == task and m in r.data["metrics"]} for r in found[row_name]}
-        baselines = by_seed if i == 0 else {s: baselines[s] | by_seed[s] for s in baselines if s in by_seed}
-    tasks = set(manifest.baselines)
-    overheads_path = paths.results / preset / f"{manifest.name}-overheads.json"
-    overheads = read_json(overheads_path) if overheads_path.exists() else None
-    for row in rows:
-        row["baseline"] = row["name"] in manifest.baselines.values()
-        row["delta_m"] = None
-        if not row["baseline"] and set(row["tasks"]) >= tasks:
-            method = {r.seed: r.data["metrics"] for r in found[row["name"]]}
-            row["delta_m"] = paired_delta_m(method, baselines, [m for m in metrics if METRICS[m].task in tasks])
-        row["overheads"] = (overheads or {}).get("rows", {}).get(row["name"])
-    meta = None if overheads is None else {k: v for k, v in overheads.items() if k != "rows"}
-    return {"baselines": dict(manifest.baselines), "delta_m_conventions": CONVENTIONS, "overheads": meta}
-
-
-def protocol_row(manifest: Manifest, row: Row, preset: str, paths: Paths, records: dict[str, Record],
-                 planned: list, cfg, weights: dict[str, float] | None) -> dict:
-    """A protocol row's learning rate (and how the grid chose it), optimiser and total loss weight."""
-    selection = None
-    if uses_grid(manifest, row):
-        try:
-            selection = lr_selection(manifest, row, preset, paths, records)
-        except Pending:
-            pass
-    return {"lr": cfg.optim.lr if planned else None, "lr_selection": selection, "optimizer": cfg.optim.optimizer,
-            "total_weight": total_weight(weights)}
-
-
-def protocol_claims(manifest: Manifest, preset: str, records: dict[str, Record], paper: dict, seeds, paths: Paths,
-                    rows: list[dict], found_by_row: dict[str, list[Record]]) -> dict:
-    """The `protocol` object of a protocol table (claims.json schema, docs/comparisons.md) and its comparisons."""
-    from experiments.manifest import find_manifests
-
-    iterations = sorted({r.data.get("iterations") for found in found_by_row.values() for r in found} - {None})
-    pilot = None
-    if manifest.settled_by:
-        pilot_manifest = find_manifests(manifest.path.parent, [manifest.settled_by])[0]
-        pilot = aggregate(pilot_manifest, preset, records, paper, None, paths).get("schedule")
-    settled = bool(pilot and pilot["settled_iterations"] and iterations == [pilot["settled_iterations"]])
-    splits = {(r.data.get("selection_split"), r.data.get("score_split")) for f in found_by_row.values() for r in f}
-    selection_split, score_split = sorted(splits, key=str)[0] if len(splits) == 1 else (None, None)
-    grid = manifest.lr_grid
-    protocol = {
-        "iterations": iterations[0] if len(iterations) == 1 else iterations or None,
-        "schedule_rule": SCHEDULE_RULE, "settled": settled, "pilot": pilot,
-        "selection_split": selection_split, "score_split": score_split,
-        "selection_rule": SELECTION_RULE,
-        "lr_grid": {"values": list(grid.values), "seeds": list(grid.seeds)} if grid else None,
-        "seeds": sorted({s for r in rows for s in r["seeds"]}),
-    }
-    tasks = {r["name"]: r["tasks"] for r in rows}
-    return {"protocol": protocol,
-            "comparisons": claims_protocol(manifest, found_by_row, tasks, settled, protocol["iterations"]
-                                           if isinstance(protocol["iterations"], int) else None)}
-
-
-def settle_step(steps: list[int], values: list[float], tolerance: float) -> int | None:
-    """The first logged step from which `values` stay within `tolerance` (relative) of the last value."""
-    final = values[-1] if values else math.nan
-    if not math.isfinite(final) or final == 0:
-        return None
-    settled = None
-    for step, v in zip(steps, values):
-        if math.isfinite(v) and abs(v - final) <= tolerance * abs(final):
-            settled = step if settled is None else settled
-        else:
-            settled = None
-    return settled
-
-
-def settle_columns(found: list[Record], tolerance: float) -> dict:
-    """Per task: the iteration from which sigma^2 stays within `tolerance` of its final value and the final
-    sigma^2 (each summarised over seeds), with the logging interval that bounds the step's resolution."""
-    out: dict = {"tasks": {}, "log_every": sorted({r.config.log_every for r in found})}
-    tasks = sorted({k.split("/", 1)[1] for r in found for k in (r.data.get("curves") or {}) if k.startswith("sigma2/")})
-    for task in tasks:
-        steps, finals = [], []
-        for r in found:
-            curves = r.data.get("curves") or {}
-            series = curves.get(f"sigma2/{task}")
-            if not series:
-                continue
-            step = settle_step(curves["step"], series, tolerance)
-            if step is not None:
-                steps.append(float(step))
-            if math.isfinite(series[-1]):
-                finals.append(series[-1])
-        out["tasks"][task] = {"settle_step": summarize(steps) if steps else None,
-                              "final_sigma2": summarize(finals) if finals else None}
-    return out
-
-
-PIXEL_SCORES = ("iou_class", "iiou_class", "iou_category", "iiou_category")
-INSTANCE_SCORES = ("ap", "ap50", "ap100m", "ap50m")
-REFERENCE_WIDTH = 2048  # the paper's full resolution: Table 2's disparity errors are pixels of a 2048-wide frame
-
-
-def official_columns(found: list[Record], grouping: list[str]) -> dict:
-    """Table 2's numbers of one row over its seeds: official pixel-level scores, official instance AP per
-    grouping method (and per class), grouping time, and the full-resolution disparity errors, also
-    converted to pixels of a 2048-wide frame (x 2048 / the files' width)."""
-    recs = [r for r in found if r.data.get("official")]
-
-    def summary(get) -> dict | None:
-        values = [v for v in (get(r.data["official"]) for r in recs) if v is not None and math.isfinite(v)]
-        return summarize(values) if values else None
-
-    out = {"seeds": [r.seed for r in recs], "file_size": recs[0].data["official"].get("file_size") if recs else None,
-           "commands": {str(r.seed): r.data["official"].get("command") for r in recs},
-           "git_commit": {str(r.seed): r.data["official"].get("git_commit") for r in recs},
-           "pixel": {k: summary(lambda o, k=k: (o.get("official") or {}).get(k)) for k in PIXEL_SCORES},
-           "instance": {}, "depth": {}}
-    for method in grouping:
-        def ap(o, key, method=method):
-            return ((o.get("instance_ap") or {}).get(method) or {}).get(key)
-
-        classes = sorted({c for r in recs for c in
-                          (((r.data["official"].get("instance_ap") or {}).get(method) or {}).get("class_ap") or {})})
-        out["instance"][method] = {k: summary(lambda o, k=k: ap(o, k)) for k in INSTANCE_SCORES} | {
-            "class_ap": {c: summary(lambda o, c=c: (ap(o, "class_ap") or {}).get(c)) for c in classes},
-            "s_per_frame": summary(lambda o, method=method: (o.get("grouping_s_per_frame") or {}).get(method))}
-    width = out["file_size"][1] if out["file_size"] else None
-    for key in ("depth/mean_error_px", "depth/rmse_px"):
-        out["depth"][key] = summary(lambda o, key=key: (o.get("full_resolution") or {}).get(key))
-        out["depth"][key + "@2048"] = summary(
-            lambda o, key=key: _times((o.get("full_resolution") or {}).get(key), REFERENCE_WIDTH / width)
-            if width else None)
-    return out
-
-
-def _times(value: float | None, factor: float) -> float | None:
-    """value x factor; None (a NaN that strict JSON wrote as null) stays None."""
-    return None if value is None else value * factor
-
-
-def _learned_x(weights: dict[str, float] | None, task: str, tasks) -> float | None:
-    """The x task's share of the final effective weights of the row's tasks."""
-    if not weights or not set(tasks) <= set(weights):
-        return None
-    return weights[task] / sum(weights[t] for t in tasks)
 
 
 def results_of(table: dict) -> dict[tuple[str, int], str | None]:
@@ -393,3 +214,13 @@ def results_of(table: dict) -> dict[tuple[str, int], str | None]:
         for seed in row.get("seeds", []):
             out[row.get("name") or row.get("experiment"), seed] = ids.get(str(seed))
     return out
+
+
+def __getattr__(name: str):
+    """Names that moved to their analysis module (experiments/analyses/), still importable from here."""
+    moved = {"settle_step": "settle", "settle_columns": "settle", "benchmark_columns": "benchmark"}
+    if name in moved:
+        import importlib
+
+        return getattr(importlib.import_module(f"experiments.analyses.{moved[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

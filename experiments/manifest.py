@@ -34,6 +34,8 @@
     margin_pct: 3.0                        # optional: the TOST equivalence margin (percent of the reference row)
     settled_by: protocol-pilot             # optional: the schedule pilot whose doubling rule says whether this
                                            # manifest's schedule has settled ("decisive" needs it)
+    analyses: [my-kind]                    # optional: analyses (experiments/analyses/) to run beyond those the
+                                           # keys above declare (x: the sweep, baselines: the benchmark ...)
     rows:
       - name: semantic-only                # unique within the manifest; a file-name-safe slug
         label: Segmentation only           # optional: shown in the table (default: name)
@@ -66,7 +68,7 @@ from tasks import ALL_TASKS, METRICS
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official",
                   "settle", "pilot", "claims", "for_presets", "lr_grid", "schedule", "primary", "margin_pct",
-                  "settled_by"}
+                  "settled_by", "analyses"}
 _ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets", "weights_from", "weights_scale", "lr_grid"}
 WEIGHT_SCALES = ("as-learned", "sum-to-one", "uniform-same-total")
 _CLAIM_KEYS = {"name", "claim", "better", "than"}
@@ -133,6 +135,7 @@ class Manifest:
     primary: tuple[str, ...] = ()  # the pre-registered primary claims (names of `claims`)
     margin_pct: float | None = None  # TOST margin; None: experiments.statistics.MARGIN_PCT
     settled_by: str | None = None  # the schedule pilot manifest that says whether the schedule settled
+    analyses: tuple[str, ...] = ()  # analyses named by the manifest (experiments/analyses/), beyond its keys'
 
     def applies_to(self, preset: str) -> bool:
         return self.for_presets is None or preset in self.for_presets
@@ -277,13 +280,23 @@ def load_manifest(path: Path) -> Manifest:
     settled_by = data.get("settled_by")
     if settled_by is not None and not (isinstance(settled_by, str) and _SLUG.match(settled_by)):
         raise ConfigError(f"{path}: settled_by must name a manifest, got {settled_by!r}")
+    named = data.get("analyses") or []
+    if not (isinstance(named, list) and all(isinstance(n, str) for n in named)):
+        raise ConfigError(f"{path}: analyses must be a list of analysis names, got {named!r}")
+    if named:
+        from experiments.analyses import analyses
+
+        unknown = [n for n in named if n not in analyses()]
+        if unknown:
+            raise ConfigError(f"{path}: unknown analysis {', '.join(map(repr, unknown))}; registered analyses: "
+                              f"{', '.join(analyses())}")
     if schedule:
         rows, claims = expand_schedule(rows, claims, schedule)
     return Manifest(path.stem, path, str(data["title"]), str(data.get("description", "")).strip(),
                     data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
                     baselines, official, float(settle) if settle is not None else None, bool(data.get("pilot", False)),
                     claims, tuple(for_presets) if for_presets else None, lr_grid, schedule, tuple(primary),
-                    float(margin) if margin is not None else None, settled_by)
+                    float(margin) if margin is not None else None, settled_by, tuple(named))
 
 
 def expand_schedule(rows: list[Row], claims: tuple[Claim, ...], lengths: tuple[int, ...]):
