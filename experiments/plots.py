@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 from matplotlib.figure import Figure
 
 from infra.atomic import atomic_write_bytes
@@ -128,7 +129,9 @@ def plot_sweep(table: dict, out: Path) -> Path:
             found = [pt for pt in pts if not math.isnan(pt[1])]
             if found:
                 ax.plot([x for x, _, _ in pts], [m for _, m, _ in pts], "-", color="tab:blue")
-                ax.errorbar(*zip(*found), fmt="o", color="tab:blue", capsize=3, label="fixed weights")
+                bars = any(h for _, _, h in found)
+                ax.errorbar(*zip(*found), fmt="o", color="tab:blue", capsize=3,
+                            label="fixed weights: mean, 95 % CI over seeds" if bars else "fixed weights")
             drawn = False
             for r in learned:
                 lm, _ = _value(r[key].get(metric))
@@ -238,12 +241,20 @@ def _save(fig: Figure, out: Path, dpi: int) -> Path:
 
 
 def _value(v) -> tuple[float | None, float | None]:
-    """(mean, std) of an aggregated summary dict, a plain paper number, or None."""
+    """(mean, half-width of its 95 % Student-t interval over seeds) of an aggregated summary dict (None with
+    fewer than two seeds), or (value, None) for a plain paper number, or (None, None)."""
     if v is None:
         return None, None
     if isinstance(v, dict):
-        return v["mean"], v.get("std")
+        return v["mean"], ci_half_width(v.get("std"), v.get("n", 0))
     return float(v), None
+
+
+def ci_half_width(std: float | None, n: int, level: float = 0.95) -> float | None:
+    """Half-width of the Student-t interval of a mean of n values with sample sd `std` (None below n = 2)."""
+    if std is None or n < 2:
+        return None
+    return float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
 
 
 def main(argv: list[str] | None = None) -> int:
