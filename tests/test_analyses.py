@@ -122,7 +122,7 @@ def test_the_committed_manifests_declare_their_kinds_by_their_keys():
                      "appendixb": ["appendix-b"], "claims": ["claims"], "claims-pilot": ["pilot"],
                      "protocol-benchmark": ["lr-grid", "benchmark", "pairwise"],
                      "protocol-claims": ["lr-grid", "protocol-claims"],
-                     "protocol-pilot": ["lr-grid", "claims", "schedule"]}
+                     "protocol-pilot": ["lr-grid", "schedule"]}
 
 
 def test_a_kind_registered_twice_under_one_name_is_an_error():

@@ -10,7 +10,9 @@ from experiments.claims import RULE, claims_columns, claims_markdown
 @register("claims", order=50)
 class Claims(Analysis):
     def declared(self, manifest) -> bool:
-        return bool(manifest.claims) and not (manifest.primary and not manifest.schedule)
+        # a manifest with primary endpoints is judged by the protocol (Holm, TOST) or only defines the pilot's
+        # endpoints: no uncorrected per-interval verdicts for it
+        return bool(manifest.claims) and not manifest.primary
 
     def columns(self, ctx: Context, rows: list[dict]) -> dict:
         return {"claims": claims_columns(ctx.manifest, rows, ctx.found), "claims_rule": RULE}
