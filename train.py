@@ -69,7 +69,8 @@ def train(cfg: Config, command: list[str] | None = None) -> dict:
             return final
         if not run.checkpoint_path.exists():  # offline without the configured initial weights: stop before writing
             check_initial_weights(cfg.model)
-        root = training_root(cfg)  # an error here leaves no run directory behind (engine/rundir.py)
+        # An error here leaves no run directory behind (engine/rundir.py).
+        root = training_root(cfg.data_root, cfg.data.synthetic_profile)
         if master:
             print(f"run directory: {run.path}\ndataset: {root}", flush=True)
         if cfg.deterministic:

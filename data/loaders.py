@@ -1,9 +1,9 @@
 """The loaders a training reads: the dataset root it trains on, the training batches from any step on, and
 each process's shard of an evaluation split.
 
-`cfg` is the training config (engine/config.py's Config), read by attribute only: data/ imports nothing from
-engine/. A request the data cannot meet (more frames than a split holds, fewer frames than one batch) is a
-DataError naming the setting to change.
+`cfg` is the training config (engine/config.py's Config), read by attribute only (no call back into it):
+data/ imports nothing from engine/. A request the data cannot meet (more frames than a split holds, fewer
+frames than one batch) is a DataError naming the setting to change.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from data.synthetic.profile import profile_problem
 from data.transforms import Augment
 
 
-def training_root(cfg) -> Path:
-    """The absolute dataset root of `cfg` (`data.root`, else $CITYSCAPES_DATASET), checked to be a directory
-    holding the configured synthetic profile, if any."""
-    root = resolve_root(cfg.data_root).resolve()
-    if cfg.data.synthetic_profile is not None and (problem := profile_problem(root, cfg.data.synthetic_profile)):
+def training_root(root: str, synthetic_profile: str | None = None) -> Path:
+    """The absolute dataset root `root` (the config's `data_root`), checked to be a directory holding the
+    synthetic profile `synthetic_profile`, if one is given."""
+    root = resolve_root(root).resolve()
+    if synthetic_profile is not None and (problem := profile_problem(root, synthetic_profile)):
         raise DataError(problem)
     return root
 
