@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from data.transforms import parse_size
 from engine.config import load_config
 from models import build_model
 
@@ -40,12 +41,12 @@ def measure(arch: str, batch: int, size: tuple[int, int], device: torch.device) 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--size", default="128x256")
+    p.add_argument("--size", type=parse_size, default=(128, 256), help="HxW")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    size = tuple(int(v) for v in args.size.split("x"))
+    size = args.size
     device = torch.device(args.device)
     print(f"batch {args.batch} at {size[0]}x{size[1]} on {device} ({args.threads} thread(s))")
     for arch in ARCHS:

@@ -119,7 +119,7 @@ class Variant:
         self.batches = None
         if loader:
             from data.cityscapes import resolve_root
-            from train import make_loaders
+            from data.loaders import make_loaders
 
             root = resolve_root(cfg.data_root).resolve()
             train_loader, _, _ = make_loaders(cfg, root, 0, 1, 0, pin=device.type == "cuda", device=device)

@@ -14,6 +14,7 @@ import numpy as np
 
 from data.cityscapes import CityscapesMultiTask
 from data.labels import IGNORE_INDEX, NUM_CLASSES
+from data.transforms import parse_size
 
 
 def trivial_losses(dataset: CityscapesMultiTask) -> dict[str, float]:
@@ -41,9 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Trivial-predictor loss per task.")
     parser.add_argument("--root", default=None, help="dataset root (default: $CITYSCAPES_DATASET)")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--size", default="128x256", help="HxW the frames are resized to")
+    parser.add_argument("--size", type=parse_size, default=(128, 256), help="HxW the frames are resized to")
     args = parser.parse_args()
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = args.size
     dataset = CityscapesMultiTask(args.root, args.split, size=(h, w))
     losses = trivial_losses(dataset)
     print(f"{len(dataset)} {args.split} frames at {h}x{w}, trivial predictor:")

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from data.cityscapes import DataError, item_rng
 from data.labels import _LABELS, ID_TO_TRAINID, IGNORE_INDEX
+from data.transforms import parse_size
 from tasks import SEG7_CLASS_NAMES
 
 LABEL_DIRS = ("label_7", "label")  # nash-mtl / FAMO, LibMTL
@@ -246,23 +247,13 @@ def labels_name(root: Path, split: str) -> str:
     return label_dir(root, split).name
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 128x256, got {text!r}") from None
-    if h < 8 or w < 8:
-        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
-    return h, w
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the npy 2-task Cityscapes layout.")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="official Cityscapes layout -> npy layout")
     c.add_argument("src", type=Path)
     c.add_argument("out", type=Path)
-    c.add_argument("--size", type=_size, default=(128, 256))
+    c.add_argument("--size", type=lambda text: parse_size(text, minimum=8), default=(128, 256))
     c.add_argument("--label-dir", default="label_7", choices=LABEL_DIRS)
     c.add_argument("--depth", default="pixels", choices=DEPTH_UNITS,
                    help="pixels: disparity in pixels at the output width; png: raw PNG value / 65535")
@@ -270,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("out", type=Path)
     s.add_argument("--train", type=int, default=8)
     s.add_argument("--val", type=int, default=4)
-    s.add_argument("--size", type=_size, default=(32, 64))
+    s.add_argument("--size", type=lambda text: parse_size(text, minimum=8), default=(32, 64))
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label-dir", default="label_7", choices=LABEL_DIRS)
     args = parser.parse_args(argv)

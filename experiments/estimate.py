@@ -80,12 +80,13 @@ def measure(cfg: Config, steps: int, threads: int) -> tuple[float, int]:
     import torch
 
     from engine.build import random_batch_parts as build
+    from engine.distributed import pick_device
     from engine.step import train_step
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
+        device = pick_device("auto" if cfg.device == "cuda" else cfg.device)  # a CUDA preset falls back to the CPU
         parts, batch = build(cfg, device)
         train_step(parts, batch, 0)  # warm-up (allocations, cuDNN's choice)
         if device.type == "cuda":

@@ -142,8 +142,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_config_switch_reaches_the_loaders(synthetic_root, cache_dir):
+    from data.loaders import make_loaders
     from engine.config import Config, load_config
-    from train import make_loaders
 
     base = [f"data.root={synthetic_root}", "data.size=[32, 64]", "data.num_workers=0", "optim.batch_size=2"]
     for setting, cached in ((str(cache_dir), True), ("off", False)):

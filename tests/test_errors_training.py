@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import engine.rundir
 import infra.atomic
 import train
 from engine.checkpoint import save_checkpoint
@@ -133,14 +134,14 @@ def test_a_damaged_middle_line_of_the_log_is_reported(unfinished, synthetic_root
 
 def test_a_failed_final_write_then_a_rerun_logs_validation_once(synthetic_root, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    real = train.write_json
+    real = engine.rundir.write_json
 
     def full_disk(path, obj):
         if Path(path).name == "metrics.json":
             raise OSError(28, "No space left on device")
         return real(path, obj)
 
-    monkeypatch.setattr(train, "write_json", full_disk)
+    monkeypatch.setattr(engine.rundir, "write_json", full_disk)
     with pytest.raises(SystemExit, match="No space left on device"):
         train.main(args_for(synthetic_root, run))
     monkeypatch.undo()

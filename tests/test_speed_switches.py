@@ -200,7 +200,7 @@ def train_cache(synthetic_root, tmp_path_factory):
 
 
 def _batches(cfg, root, steps, rank=0, world=1, start_step=0):
-    from train import make_loaders
+    from data.loaders import make_loaders
 
     loader, _, spe = make_loaders(cfg, root, rank, world, start_step, pin=False, device=torch.device("cpu"))
     it = iter(loader)
