@@ -187,7 +187,7 @@ def test_protocol_manifest_keys_are_checked(tmp_path, text, error):
 
 
 PROTOCOL = ("protocol-pilot", "protocol-claims", "protocol-adam", "protocol-table1", "protocol-figure2a",
-            "protocol-figure2b", "protocol-appendixb", "protocol-benchmark")
+            "protocol-figure2b", "protocol-appendixb", "protocol-benchmark", "protocol-precision")
 
 
 def test_the_committed_protocol_manifests_and_preset():
@@ -213,6 +213,14 @@ def test_the_committed_protocol_manifests_and_preset():
     s0 = sorted(r.config["method"].get("uncertainty", {}).get("init_log_var", 0.0)
                 for r in manifests["protocol-appendixb"].rows)
     assert s0[0] == -2.0 and s0[-1] == 5.0
+    # the precision check: its fast rows are the protocol's own configs; the slow ones change only precision
+    # and output stride
+    prec = {r.name: r for r in manifests["protocol-precision"].rows}
+    for fast in ("unweighted-sum", "uncertainty-3task"):
+        slow = prec[f"{fast}-fp32-os8"].config
+        assert {k: v for k, v in slow.items() if k not in ("amp", "model")} == prec[fast].config
+        assert (slow["amp"], slow["model"]) == ("off", {"output_stride": 8})
+    assert len(manifests["protocol-precision"].seeds) >= 5 and manifests["protocol-precision"].primary
     for m in manifests.values():  # every row's overrides resolve on the preset (seed 0, its own lr)
         for row in m.rows:
             if not row.weights_from:
