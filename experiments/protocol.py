@@ -220,6 +220,42 @@ def claims_markdown(t: dict) -> list[str]:
     return lines
 
 
+VERDICT_ORDER = ("supported", "equivalent", "worse at this budget", "not resolved")
+
+
+def verdict_paragraph(t: dict) -> str:
+    """One paragraph for the README: which comparisons are supported, equivalent, worse at this budget or
+    not resolved, each per metric with its paired difference and 95 % interval, generated from a protocol
+    table (its `protocol` and `comparisons`) so the words come from the numbers alone."""
+    p, c = t["protocol"], t["comparisons"]
+    seeds = max((len(e["seeds"]) for e in c["secondary"]), default=0)
+    iterations = p["iterations"] if isinstance(p["iterations"], int) else None
+    head = (f"**{t['title']}** ({t['preset']}; "
+            + (f"{iterations} iterations, {'settled' if p['settled'] else 'not settled'}" if iterations
+               else "no run recorded yet")
+            + f"; {seeds} paired seeds at most; scored on `{p['score_split'] or 'test'}`; Holm within each family, "
+            f"equivalence by TOST at ±{c['margin_pct']:g} %; each difference is the claimed-better row minus the "
+            "other, signed so that positive favours the claimed-better row, with its 95 % interval).")
+    groups: dict[str, list[str]] = {v: [] for v in VERDICT_ORDER}
+    waiting = 0
+    for e in c["secondary"]:
+        if not e["difference"]:
+            waiting += 1  # not resolved: no paired seed yet
+            continue
+        m = METRICS[e["metric"]]
+        groups[e["verdict"] if e["verdict"] in groups else "not resolved"].append(
+            f"{e['claim']}, {m.label} vs {e['than']}: {_ci(e['difference'], 3)} {m.unit} (n = {len(e['seeds'])})")
+    parts = [head]
+    for verdict in VERDICT_ORDER:
+        items = groups[verdict]
+        count = len(items) + (waiting if verdict == "not resolved" else 0)
+        text = "; ".join(items) if items else ""
+        if verdict == "not resolved" and waiting:
+            text += ("; " if text else "") + f"{waiting} without a paired seed yet"
+        parts.append(f"*{verdict.capitalize()}* ({count}): {text or 'none'}.")
+    return " ".join(parts) + "\n"
+
+
 def pairwise(rows: list[dict]) -> dict:
     """Every pair of benchmark rows with a Delta_m: the paired difference of their per-task Delta_p (percentage
     points, positive = the first row is better), Holm-corrected across all pairs, with verdicts."""

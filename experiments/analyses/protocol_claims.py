@@ -5,6 +5,8 @@ vocabulary, and whether the schedule has settled (claims.json schema, docs/compa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from experiments import protocol as proto
 from experiments.aggregate import aggregate
 from experiments.analyses import Analysis, Context, register
@@ -12,6 +14,7 @@ from experiments.layout import Paths
 from experiments.manifest import Manifest, find_manifests
 from experiments.protocol import SCHEDULE_RULE, SELECTION_RULE, claims_protocol
 from experiments.records import Record
+from infra.atomic import write_text
 
 
 def protocol_claims(manifest: Manifest, preset: str, records: dict[str, Record], paper: dict, seeds, paths: Paths,
@@ -48,6 +51,12 @@ class ProtocolClaims(Analysis):
     def columns(self, ctx: Context, rows: list[dict]) -> dict:
         return protocol_claims(ctx.manifest, ctx.preset, ctx.records, ctx.paper, ctx.seeds, ctx.paths, rows,
                                ctx.found)
+
+    def figures(self, ctx: Context, t: dict, out_dir: Path) -> list[Path]:
+        """Not a figure: `<manifest>-summary.md`, the one-paragraph verdict summary the README includes."""
+        out = out_dir / f"{ctx.manifest.name}-summary.md"
+        write_text(out, proto.verdict_paragraph(t))
+        return [out]
 
     def markdown(self, t: dict) -> list[str]:
         return proto.claims_markdown(t) if t.get("protocol") else []
