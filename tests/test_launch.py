@@ -244,6 +244,66 @@ def test_a_real_failure_is_recorded_with_its_reason_and_not_requeued(tmp_path, m
     assert [e["event"] for e in read_events(events, depth.run.identity)][3:] == ["submitted", "started", "failed"]
 
 
+def test_a_job_that_ends_between_two_looks_of_the_driver_is_still_recorded(tmp_path, monkeypatch):
+    """The driver reads each job's state once per round. A job that ended just after that read (the scheduler
+    answered RUNNING, then ENDED) was dropped from the watch list by a second read: its run was never recorded
+    (or, had the job died, never resubmitted), and the driver still exited 0. Seen once in 102 runs of the
+    scheduling fault test under load."""
+    paths, jobs, env = light_setup(tmp_path, seeds=1)
+    for k, v in (env | {"FAKE_STEP_S": "0"}).items():
+        monkeypatch.setenv(k, v)
+    profile = load_profile(str(tmp_path / "local.yaml"), ["poll_s=0.01"])
+    events = driver.events_dir(paths, "mini", profile)
+    job = jobs[0]
+    identity = job.run.identity
+    for event in ("submitted", "started"):
+        driver.log_event(events, identity, event, job="1", executor="local")
+    command = job.command(python=sys.executable, train_script=tmp_path / "fake_train.py")
+
+    class EndsBetweenLooks:
+        """RUNNING at the first look; the training then finishes and the job ends."""
+
+        looks = 0
+
+        def refresh(self, tracked):
+            pass
+
+        def state(self, tracked):
+            self.looks += 1
+            if self.looks == 1:
+                return "RUNNING"
+            if self.looks == 2:
+                subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+            return "ENDED"
+
+    summary = {"trained": [], "failed": []}
+    driver._watch([driver.Tracked("1", [identity], "local")], [], {identity: job}, None, EndsBetweenLooks(), profile,
+                  events, paths, "mini", tmp_path / "fake_train.py", None, 1, summary)
+    assert summary["trained"] == [job] and summary["failed"] == []
+    assert list(load_records(paths, "mini")) == [identity]
+
+
+def test_the_driver_removes_what_a_killed_driver_left_of_a_record_write(tmp_path, monkeypatch):
+    """A driver SIGKILLed while it wrote a record leaves the atomic write's temporary file; the next driver
+    writes that record whole and then removes the file (seen once in the scheduling fault test: the record was
+    complete, its temporary file stayed). A temporary file of a record not written yet stays."""
+    paths, jobs, env = light_setup(tmp_path, seeds=1, parallel=3)
+    for k, v in (env | {"FAKE_STEP_S": "0"}).items():
+        monkeypatch.setenv(k, v)
+    records = paths.records("mini")
+    records.mkdir(parents=True)
+    left = records / f".{jobs[0].run.identity}.json.k1ll3d0x.tmp"
+    other = records / ".0123456789ab.json.k1ll3d0x.tmp"
+    for p in (left, other):
+        p.write_text('{"identity": "cut sh')
+        os.utime(p, (time.time() - 5, time.time() - 5))
+    profile = load_profile(str(tmp_path / "local.yaml"), ["poll_s=0.05"])
+    summary = driver.launch("mini", find_manifests(paths.manifests, ["light"]), profile, paths=paths,
+                            train_script=tmp_path / "fake_train.py")
+    assert len(summary["trained"]) == 3 and len(load_records(paths, "mini")) == 3
+    assert not left.exists() and other.exists()
+
+
 SIGNALS = {"kill": signal.SIGKILL, "preempt": signal.SIGUSR1, "term": signal.SIGTERM}
 
 

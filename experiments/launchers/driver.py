@@ -188,6 +188,7 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
            train_script: Path = TRAIN_SCRIPT) -> dict[str, list]:
     """Submit every planned run without a record or a live job; with `wait`, watch until each has finished
     (recorded) or failed. Returns reproduce()'s summary plus "in_flight" (runs still queued or running)."""
+    started = time.time()
     size = pack_size(profile, per_gpu)
     folder = job_folder(paths, preset, profile)
     events = events_dir(paths, preset, profile)
@@ -226,7 +227,26 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
             _watch(tracked, backlog, by_id, executor, jobs, profile, events, paths, preset, train_script, threads,
                    size, summary)
             if not pending or len(summary["trained"]) == trained_before:
+                sweep_superseded_temp_files(paths.records(preset), started)
                 return summary
+
+
+def sweep_superseded_temp_files(directory: Path, before: float) -> list[Path]:
+    """Remove the temporary files of record writes that a killed driver (or runner) left, once their record has
+    been written whole since: those made before this driver started (`before`) whose record now exists. Called
+    as the driver returns: a write begun before its start is long over (a record takes milliseconds to write),
+    so such a file is debris. (The start-up sweep leaves temporary files for an hour: another shard's runner
+    may be writing there.)"""
+    removed = []
+    for p in sorted(directory.glob(".*.tmp")) if directory.is_dir() else []:
+        target = directory / p.name[1:].rsplit(".", 2)[0]  # .<identity>.json.<8 chars>.tmp
+        try:
+            if target.suffix == ".json" and target.is_file() and p.stat().st_mtime < before:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _classify(todo: list[Job], events: Path, jobs: Jobs, profile: Profile, retry_failed: bool,
@@ -312,6 +332,9 @@ def _watch(tracked: list[Tracked], backlog: list[list[Job]], by_id: dict[str, Jo
         tracked += _submit(executor, backlog, profile, events, train_script, threads, size, room)
         jobs.refresh(tracked)
         for t in tracked:
+            # The job's state is read once per round: a job that ends after this read is handled in the next
+            # round. (Reading it again below dropped a job that ended in between, and with it its runs: never
+            # recorded, nor resubmitted when the job had died.)
             ended = jobs.state(t) == "ENDED"
             for identity in list(t.identities):
                 job = by_id[identity]
@@ -333,7 +356,7 @@ def _watch(tracked: list[Tracked], backlog: list[list[Job]], by_id: dict[str, Jo
                     t.identities.remove(identity)
                     if _note_lost(job, events, profile, summary, last_submission(history)[0]):
                         backlog.append([job])
-        tracked[:] = [t for t in tracked if t.identities and jobs.state(t) != "ENDED"]
+        tracked[:] = [t for t in tracked if t.identities]  # an ended job's runs were each recorded, failed or lost
         if tracked or backlog:
             time.sleep(profile.poll_s)
 
