@@ -2,6 +2,7 @@
 test on submitit's local executor (scheduling: 102 light jobs with kills, preemptions and a killed driver;
 training: real tiny trainings preempted mid-run, requeued and resumed bit for bit)."""
 
+import functools
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -139,15 +141,45 @@ FAKE_TRAIN = textwrap.dedent("""\
         "metrics": {k: v for t in spec["config"]["tasks"] for k, v in metrics[t].items()}}))
 """)
 
-DRIVER = textwrap.dedent("""\
-    # reproduce.py with the fake trainer in place of train.py
-    import functools, sys
-    from pathlib import Path
-    import reproduce
-    from experiments.launchers import driver
-    reproduce.launch = functools.partial(driver.launch, train_script=Path(sys.argv[1]))
-    sys.exit(reproduce.main(sys.argv[2:]))
-""")
+class Driver:
+    """`reproduce.py ... --launcher submitit` (with the fake trainer in place of train.py) in a forked child of the
+    test process, in a session of its own, its output appended to `log`. A fresh interpreter would spend about
+    5 CPU-seconds importing torch and the project before its first submission; the fork has them already."""
+
+    def __init__(self, args: list[str], env: dict, log: Path, train_script: Path):
+        self.returncode = None
+        self.pid = os.fork()
+        if self.pid:
+            return
+        code = 70
+        try:  # the child: never returns into pytest
+            os.setsid()
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, 1), os.dup2(fd, 2)
+            sys.stdout = sys.stderr = open(1, "w", buffering=1, closefd=False)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(ROOT)
+            reproduce.launch = functools.partial(driver.launch, train_script=train_script)
+            code = reproduce.main(args)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
 
 LOCAL_PROFILE = """\
 executor: local
@@ -156,7 +188,7 @@ array_parallelism: {parallel}
 signal_delay_s: 30
 max_requeues: 6
 max_lost: 4
-poll_s: 0.25
+poll_s: 0.1
 """
 
 
@@ -178,7 +210,6 @@ def light_setup(tmp_path: Path, seeds: int, parallel: int = 8):
         (specs / f"{job.run.identity}.json").write_text(json.dumps(
             {"config": job.run.config.to_dict(), "identity": job.run.identity, "seed": job.run.seed}))
     (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
-    (tmp_path / "drive.py").write_text(DRIVER)
     (tmp_path / "local.yaml").write_text(LOCAL_PROFILE.format(parallel=parallel))
     env = dict(os.environ, FAKE_SPECS=str(specs), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NO_ALBUMENTATIONS_UPDATE="1", WANDB_MODE="disabled")
@@ -326,11 +357,10 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
     for identity in rng.sample(ids, len(ids) // 3):
         n = 2 if rng.random() < 0.35 else 1
         actions[identity] = [(rng.choice(list(SIGNALS)), s) for s in sorted(rng.sample(range(1, steps - 1), n))]
-    cmd = [sys.executable, str(tmp_path / "drive.py"), str(script), "light", "--preset", "mini", "--launcher",
-           "submitit", "--profile", str(tmp_path / "local.yaml"), "--skip-overheads", "--yes", *dirs(paths)]
-    log = open(tmp_path / "driver.log", "a")
+    args = ["light", "--preset", "mini", "--launcher", "submitit", "--profile", str(tmp_path / "local.yaml"),
+            "--skip-overheads", "--yes", *dirs(paths)]
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = Driver(args, env, tmp_path / "driver.log", script)
     sent = {k: 0 for k in SIGNALS}
     done = {i: 0 for i in actions}
     driver_killed = False
@@ -357,18 +387,14 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
                     pass
                 done[identity] += 1
             if not driver_killed and len(list(paths.records("mini").glob("*.json"))) >= len(ids) // 3:
-                proc.kill()  # the driver only: its jobs keep running
-                proc.wait()
+                proc.kill()  # SIGKILL, the driver only: its jobs keep running
                 driver_killed = True
-                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = Driver(args, env, tmp_path / "driver.log", script)
             if driver_killed and proc.poll() is not None:
                 break
             time.sleep(0.03)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        proc.kill()
     wall = time.time() - start
     assert proc.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
     assert driver_killed
