@@ -239,7 +239,8 @@ def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, preset
     monkeypatch.setattr(runner, "visible_gpus", lambda: [])
     runner_kw = {"train_script": kw.pop("train_script")}
     monkeypatch.setattr(reproduce, "reproduce", lambda *a, **k: runner.reproduce(*a, **k, **runner_kw))
-    args = [*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", "--yes", *dirs(paths)]
+    args = [*kw.pop("args"), "--jobs", str(kw.pop("jobs", 2)), "--threads", "1", "--skip-overheads", "--yes",
+            *dirs(paths)]
     assert reproduce.main(args) == 0
     ref = snapshot(paths, preset)
     assert ref, "the reference run wrote no table or record"
@@ -338,8 +339,6 @@ def test_the_driver_removes_what_a_killed_driver_left_of_a_record_write(tmp_path
 SIGNALS = {"kill": signal.SIGKILL, "preempt": signal.SIGUSR1, "term": signal.SIGTERM}
 
 
-@pytest.mark.xfail(reason="failed in the fresh-clone run of make test (2 workers): one of 102 records differed "
-                   "from the undisturbed local run (index 61); under investigation, see the issue", strict=False)
 def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path, monkeypatch):
     """102 light jobs through the submitit launcher (local executor). A seeded random third is interrupted at a
     random step, some twice: SIGKILL of the job (lost, resubmitted by the driver), the preemption signal or
@@ -365,7 +364,7 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
     done = {i: 0 for i in actions}
     driver_killed = False
     try:
-        while time.time() - start < 600:  # about 60 s on two idle cores
+        while time.time() - start < 600:
             for identity, todo in actions.items():
                 if done[identity] == len(todo):
                     continue
@@ -426,7 +425,7 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
 TINY_PRESET = """\
 model: {backbone: resnet18, aspp_channels: 8, head_channels: 8}
 data: {size: [32, 64], num_workers: 0, train_frames: 4, val_frames: 2}
-optim: {iterations: 24, batch_size: 2}
+optim: {iterations: 12, batch_size: 2}
 log_every: 1
 ckpt_every: 100
 eval_batch_size: 2
@@ -444,11 +443,11 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
     data.update(seeds=[0, 1, 2, 3, 4], curves=False)
     (configs / "experiments" / "depth.yaml").write_text(yaml.safe_dump(data))
     (configs / "tiny.yaml").write_text(TINY_PRESET)
-    (tmp_path / "local.yaml").write_text(LOCAL_PROFILE.format(parallel=2))
+    (tmp_path / "local.yaml").write_text(LOCAL_PROFILE.format(parallel=5))
     paths = Paths(configs, tmp_path / "runs", tmp_path / "results")
     args = ["depth", "--preset", "tiny", "--data-root", str(synthetic_root)]
     env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", WANDB_MODE="disabled")
-    ref = local_reference(paths, tmp_path, env, monkeypatch, "tiny", train_script=ROOT / "train.py", args=args)
+    ref = local_reference(paths, tmp_path, env, monkeypatch, "tiny", train_script=ROOT / "train.py", args=args, jobs=5)
     jobs = plan("tiny", find_manifests(paths.manifests, ["depth"]), paths=paths)
     assert len(jobs) == 5
     profile = load_profile(str(tmp_path / "local.yaml"))
@@ -465,13 +464,13 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
                 if i in preempted or not starts or not log.exists():
                     continue
                 step = len(log.read_text().splitlines())
-                if 1 <= step < 20:
+                if 1 <= step < 6:
                     try:
                         os.kill(starts[-1]["pid"], signal.SIGUSR1)
                     except ProcessLookupError:
                         continue
                     preempted[i] = step
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     killer = threading.Thread(target=preempt_each_once, daemon=True)
     killer.start()
@@ -489,11 +488,11 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
         log = (paths.runs / "tiny" / i / "train.log").read_text()
         at = int(log.split("preempted at step ")[1].split(":")[0])
         assert f"from step {at}" in log.split("preempted at step ")[1]  # resumed where it stopped
-        assert 1 <= at < 24 and history.count("requeued") == 1 and history.count("finished") == 1, history
+        assert 1 <= at < 12 and history.count("requeued") == 1 and history.count("finished") == 1, history
         requeues += history.count("requeued")
         a, b = (torch.load(d / "tiny" / i / "checkpoint.pt", weights_only=True)
                 for d in (tmp_path / "reference-runs", paths.runs))
-        assert a["step"] == b["step"] == 24
+        assert a["step"] == b["step"] == 12
         for part in ("model", "method", "optimizer"):
             flat_a, flat_b = flatten(a[part]), flatten(b[part])
             assert flat_a.keys() == flat_b.keys()
