@@ -279,8 +279,8 @@ def test_a_real_failure_is_recorded_with_its_reason_and_not_requeued(tmp_path, m
 def test_a_job_that_ends_between_two_looks_of_the_driver_is_still_recorded(tmp_path, monkeypatch):
     """The driver reads each job's state once per round. A job that ended just after that read (the scheduler
     answered RUNNING, then ENDED) was dropped from the watch list by a second read: its run was never recorded
-    (or, had the job died, never resubmitted), and the driver still exited 0. Seen once in 102 runs of the
-    scheduling fault test under load."""
+    (or, had the job died, never resubmitted), and the driver still exited 0: the record missing in one run of
+    the scheduling fault test under load."""
     paths, jobs, env = light_setup(tmp_path, seeds=1)
     for k, v in (env | {"FAKE_STEP_S": "0"}).items():
         monkeypatch.setenv(k, v)
@@ -350,7 +350,8 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
                           args=["light", "--preset", "mini"])
     ids = [j.run.identity for j in jobs]
     events = driver.events_dir(paths, "mini", load_profile(str(tmp_path / "local.yaml")))
-    rng = random.Random(24)
+    seed = int(os.environ.get("FAULT_TEST_SEED", "24"))  # another seed: other runs, kinds and moments
+    rng = random.Random(seed)
     steps = int(env.get("FAKE_STEPS", "8"))
     actions = {}  # identity -> [(kind, at step)], in order
     for identity in rng.sample(ids, len(ids) // 3):
@@ -410,7 +411,8 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
     assert count["failed"] == 0
     got = snapshot(paths, "mini")
     differences = sorted(k for k in ref.keys() | got.keys() if ref.get(k) != got.get(k))
-    print(f"\nfault test (scheduling): runs {len(ids)}, interruptions {sum(sent.values())} (SIGKILL {sent['kill']}, "
+    print(f"\nfault test (scheduling, seed {seed}): runs {len(ids)}, interruptions {sum(sent.values())} "
+          f"(SIGKILL {sent['kill']}, "
           f"preemption signal {sent['preempt']}, SIGTERM {sent['term']}) on {sum(1 for i in done if done[i])} runs, "
           f"{sum(1 for i in done if done[i] == 2)} of them twice; driver killed 1; submissions {count['submitted']}, "
           f"starts {count['started']}, requeues {count['requeued']}, lost and resubmitted {count['lost']}; "
