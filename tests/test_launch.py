@@ -313,6 +313,8 @@ def test_a_job_that_ends_between_two_looks_of_the_driver_is_still_recorded(tmp_p
                   events, paths, "mini", tmp_path / "fake_train.py", None, 1, summary)
     assert summary["trained"] == [job] and summary["failed"] == []
     assert list(load_records(paths, "mini")) == [identity]
+    # the fake job never logged its finish (as a job killed right after its training): the driver did
+    assert [e["event"] for e in read_events(events, identity)] == ["submitted", "started", "finished"]
 
 
 def test_the_driver_removes_what_a_killed_driver_left_of_a_record_write(tmp_path, monkeypatch):

@@ -206,6 +206,7 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
             planned = plan(preset, manifests, seeds, paths, data_root, records, pending)
             planned = [j for j in planned if j.run.identity not in seen]
             seen |= {j.run.identity for j in planned}
+            _note_finishes_of_ended_jobs(planned, records, events, jobs)  # before _triage records them
             todo = _triage(planned, records, preset, paths, summary, False, train_script, (1, 1))
             summary["pending"] = pending
             for reason in pending:
@@ -229,6 +230,18 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
             if not pending or len(summary["trained"]) == trained_before:
                 sweep_superseded_temp_files(paths.records(preset), started)
                 return summary
+
+
+def _note_finishes_of_ended_jobs(planned: list[Job], records: dict, events: Path, jobs: Jobs) -> None:
+    """Runs finished but not recorded (a driver stopped before recording them): where the job that trained
+    one has ended without logging its `finished` event, log it (a live job logs its own)."""
+    done = [j.run.identity for j in planned
+            if j.run.identity not in records and (_abs(j.run.run_dir) / "metrics.json").exists()]
+    subs = {i: last_submission(read_events(events, i))[0] for i in done}
+    jobs.refresh([submitted(s) for s in subs.values() if s])
+    for identity, sub in subs.items():
+        if sub is not None and jobs.state(submitted(sub)) == "ENDED":
+            _note_finish(events, identity)
 
 
 def sweep_superseded_temp_files(directory: Path, before: float) -> list[Path]:
@@ -366,10 +379,21 @@ def _finished_event(events: Path, identity: str) -> dict | None:
     return next((e for e in reversed(after) if e["event"] == "finished"), None)
 
 
+def _note_finish(events: Path, identity: str) -> None:
+    """A run whose training finished (metrics.json written whole) in a job that ended before it could log so
+    (killed at that moment): the driver logs the `finished` event for it, so that every finished run has one."""
+    history = read_events(events, identity)
+    if not any(e["event"] == "finished" for e in history):
+        sub = last_submission(history)[0]
+        log_event(events, identity, "finished", job=sub["job"] if sub else None, noted_by="driver")
+
+
 def _record(job: Job, events: Path, paths: Paths, preset: str, summary: dict) -> None:
     """The run's record, as the local launcher writes it (launch_wall_s: the job that finished it)."""
     record = record_from_run(_abs(job.run.run_dir), preset)
     finished = _finished_event(events, job.run.identity)
+    if finished is None:  # _watch records a run without its job's `finished` event once the job has ended
+        _note_finish(events, job.run.identity)
     if finished and "wall_s" in finished:
         record["launch_wall_s"] = finished["wall_s"]
     write_record(paths, preset, record)
