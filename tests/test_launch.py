@@ -458,9 +458,10 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
     events = driver.events_dir(paths, "tiny", profile)
     preempted: dict[str, int] = {}
 
-    def preempt_each_once():
-        deadline = time.time() + 200
-        while len(preempted) < len(jobs) and time.time() < deadline:
+    launched = threading.Event()
+
+    def preempt_each_once():  # until the launch returns: a fixed deadline ran out on a loaded machine
+        while len(preempted) < len(jobs) and not launched.is_set():
             for job in jobs:
                 i = job.run.identity
                 log = paths.runs / "tiny" / i / "metrics.jsonl"
@@ -481,6 +482,7 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
     start = time.time()
     summary = driver.launch("tiny", find_manifests(paths.manifests, ["depth"]), profile, paths=paths,
                             data_root=str(synthetic_root), threads=1)
+    launched.set()
     killer.join(timeout=5)
     assert summary["failed"] == [] and len(summary["trained"]) == 5
     assert len(preempted) == 5, f"only {len(preempted)} runs were signalled mid-run"
