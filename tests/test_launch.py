@@ -2,6 +2,7 @@
 test on submitit's local executor (scheduling: 102 light jobs with kills, preemptions and a killed driver;
 training: real tiny trainings preempted mid-run, requeued and resumed bit for bit)."""
 
+import functools
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -139,15 +141,45 @@ FAKE_TRAIN = textwrap.dedent("""\
         "metrics": {k: v for t in spec["config"]["tasks"] for k, v in metrics[t].items()}}))
 """)
 
-DRIVER = textwrap.dedent("""\
-    # reproduce.py with the fake trainer in place of train.py
-    import functools, sys
-    from pathlib import Path
-    import reproduce
-    from experiments.launchers import driver
-    reproduce.launch = functools.partial(driver.launch, train_script=Path(sys.argv[1]))
-    sys.exit(reproduce.main(sys.argv[2:]))
-""")
+class Driver:
+    """`reproduce.py ... --launcher submitit` (with the fake trainer in place of train.py) in a forked child of the
+    test process, in a session of its own, its output appended to `log`. A fresh interpreter would spend about
+    5 CPU-seconds importing torch and the project before its first submission; the fork has them already."""
+
+    def __init__(self, args: list[str], env: dict, log: Path, train_script: Path):
+        self.returncode = None
+        self.pid = os.fork()
+        if self.pid:
+            return
+        code = 70
+        try:  # the child: never returns into pytest
+            os.setsid()
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, 1), os.dup2(fd, 2)
+            sys.stdout = sys.stderr = open(1, "w", buffering=1, closefd=False)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(ROOT)
+            reproduce.launch = functools.partial(driver.launch, train_script=train_script)
+            code = reproduce.main(args)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
 
 LOCAL_PROFILE = """\
 executor: local
@@ -156,7 +188,7 @@ array_parallelism: {parallel}
 signal_delay_s: 30
 max_requeues: 6
 max_lost: 4
-poll_s: 0.25
+poll_s: 0.1
 """
 
 
@@ -178,7 +210,6 @@ def light_setup(tmp_path: Path, seeds: int, parallel: int = 8):
         (specs / f"{job.run.identity}.json").write_text(json.dumps(
             {"config": job.run.config.to_dict(), "identity": job.run.identity, "seed": job.run.seed}))
     (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
-    (tmp_path / "drive.py").write_text(DRIVER)
     (tmp_path / "local.yaml").write_text(LOCAL_PROFILE.format(parallel=parallel))
     env = dict(os.environ, FAKE_SPECS=str(specs), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NO_ALBUMENTATIONS_UPDATE="1", WANDB_MODE="disabled")
@@ -208,7 +239,8 @@ def local_reference(paths: Paths, tmp_path: Path, env: dict, monkeypatch, preset
     monkeypatch.setattr(runner, "visible_gpus", lambda: [])
     runner_kw = {"train_script": kw.pop("train_script")}
     monkeypatch.setattr(reproduce, "reproduce", lambda *a, **k: runner.reproduce(*a, **k, **runner_kw))
-    args = [*kw.pop("args"), "--jobs", "2", "--threads", "1", "--skip-overheads", "--yes", *dirs(paths)]
+    args = [*kw.pop("args"), "--jobs", str(kw.pop("jobs", 2)), "--threads", "1", "--skip-overheads", "--yes",
+            *dirs(paths)]
     assert reproduce.main(args) == 0
     ref = snapshot(paths, preset)
     assert ref, "the reference run wrote no table or record"
@@ -244,11 +276,71 @@ def test_a_real_failure_is_recorded_with_its_reason_and_not_requeued(tmp_path, m
     assert [e["event"] for e in read_events(events, depth.run.identity)][3:] == ["submitted", "started", "failed"]
 
 
+def test_a_job_that_ends_between_two_looks_of_the_driver_is_still_recorded(tmp_path, monkeypatch):
+    """The driver reads each job's state once per round. A job that ended just after that read (the scheduler
+    answered RUNNING, then ENDED) was dropped from the watch list by a second read: its run was never recorded
+    (or, had the job died, never resubmitted), and the driver still exited 0: the record missing in one run of
+    the scheduling fault test under load."""
+    paths, jobs, env = light_setup(tmp_path, seeds=1)
+    for k, v in (env | {"FAKE_STEP_S": "0"}).items():
+        monkeypatch.setenv(k, v)
+    profile = load_profile(str(tmp_path / "local.yaml"), ["poll_s=0.01"])
+    events = driver.events_dir(paths, "mini", profile)
+    job = jobs[0]
+    identity = job.run.identity
+    for event in ("submitted", "started"):
+        driver.log_event(events, identity, event, job="1", executor="local")
+    command = job.command(python=sys.executable, train_script=tmp_path / "fake_train.py")
+
+    class EndsBetweenLooks:
+        """RUNNING at the first look; the training then finishes and the job ends."""
+
+        looks = 0
+
+        def refresh(self, tracked):
+            pass
+
+        def state(self, tracked):
+            self.looks += 1
+            if self.looks == 1:
+                return "RUNNING"
+            if self.looks == 2:
+                subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+            return "ENDED"
+
+    summary = {"trained": [], "failed": []}
+    driver._watch([driver.Tracked("1", [identity], "local")], [], {identity: job}, None, EndsBetweenLooks(), profile,
+                  events, paths, "mini", tmp_path / "fake_train.py", None, 1, summary)
+    assert summary["trained"] == [job] and summary["failed"] == []
+    assert list(load_records(paths, "mini")) == [identity]
+    # the fake job never logged its finish (as a job killed right after its training): the driver did
+    assert [e["event"] for e in read_events(events, identity)] == ["submitted", "started", "finished"]
+
+
+def test_the_driver_removes_what_a_killed_driver_left_of_a_record_write(tmp_path, monkeypatch):
+    """A driver SIGKILLed while it wrote a record leaves the atomic write's temporary file; the next driver
+    writes that record whole and then removes the file (seen once in the scheduling fault test: the record was
+    complete, its temporary file stayed). A temporary file of a record not written yet stays."""
+    paths, jobs, env = light_setup(tmp_path, seeds=1, parallel=3)
+    for k, v in (env | {"FAKE_STEP_S": "0"}).items():
+        monkeypatch.setenv(k, v)
+    records = paths.records("mini")
+    records.mkdir(parents=True)
+    left = records / f".{jobs[0].run.identity}.json.k1ll3d0x.tmp"
+    other = records / ".0123456789ab.json.k1ll3d0x.tmp"
+    for p in (left, other):
+        p.write_text('{"identity": "cut sh')
+        os.utime(p, (time.time() - 5, time.time() - 5))
+    profile = load_profile(str(tmp_path / "local.yaml"), ["poll_s=0.05"])
+    summary = driver.launch("mini", find_manifests(paths.manifests, ["light"]), profile, paths=paths,
+                            train_script=tmp_path / "fake_train.py")
+    assert len(summary["trained"]) == 3 and len(load_records(paths, "mini")) == 3
+    assert not left.exists() and other.exists()
+
+
 SIGNALS = {"kill": signal.SIGKILL, "preempt": signal.SIGUSR1, "term": signal.SIGTERM}
 
 
-@pytest.mark.xfail(reason="failed in the fresh-clone run of make test (2 workers): one of 102 records differed "
-                   "from the undisturbed local run (index 61); under investigation, see the issue", strict=False)
 def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path, monkeypatch):
     """102 light jobs through the submitit launcher (local executor). A seeded random third is interrupted at a
     random step, some twice: SIGKILL of the job (lost, resubmitted by the driver), the preemption signal or
@@ -260,22 +352,22 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
                           args=["light", "--preset", "mini"])
     ids = [j.run.identity for j in jobs]
     events = driver.events_dir(paths, "mini", load_profile(str(tmp_path / "local.yaml")))
-    rng = random.Random(24)
+    seed = int(os.environ.get("FAULT_TEST_SEED", "24"))  # another seed: other runs, kinds and moments
+    rng = random.Random(seed)
     steps = int(env.get("FAKE_STEPS", "8"))
     actions = {}  # identity -> [(kind, at step)], in order
     for identity in rng.sample(ids, len(ids) // 3):
         n = 2 if rng.random() < 0.35 else 1
         actions[identity] = [(rng.choice(list(SIGNALS)), s) for s in sorted(rng.sample(range(1, steps - 1), n))]
-    cmd = [sys.executable, str(tmp_path / "drive.py"), str(script), "light", "--preset", "mini", "--launcher",
-           "submitit", "--profile", str(tmp_path / "local.yaml"), "--skip-overheads", "--yes", *dirs(paths)]
-    log = open(tmp_path / "driver.log", "a")
+    args = ["light", "--preset", "mini", "--launcher", "submitit", "--profile", str(tmp_path / "local.yaml"),
+            "--skip-overheads", "--yes", *dirs(paths)]
     start = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = Driver(args, env, tmp_path / "driver.log", script)
     sent = {k: 0 for k in SIGNALS}
     done = {i: 0 for i in actions}
     driver_killed = False
     try:
-        while time.time() - start < 600:  # about 60 s on two idle cores
+        while time.time() - start < 600:
             for identity, todo in actions.items():
                 if done[identity] == len(todo):
                     continue
@@ -297,18 +389,14 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
                     pass
                 done[identity] += 1
             if not driver_killed and len(list(paths.records("mini").glob("*.json"))) >= len(ids) // 3:
-                proc.kill()  # the driver only: its jobs keep running
-                proc.wait()
+                proc.kill()  # SIGKILL, the driver only: its jobs keep running
                 driver_killed = True
-                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = Driver(args, env, tmp_path / "driver.log", script)
             if driver_killed and proc.poll() is not None:
                 break
             time.sleep(0.03)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        proc.kill()
     wall = time.time() - start
     assert proc.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
     assert driver_killed
@@ -325,7 +413,8 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
     assert count["failed"] == 0
     got = snapshot(paths, "mini")
     differences = sorted(k for k in ref.keys() | got.keys() if ref.get(k) != got.get(k))
-    print(f"\nfault test (scheduling): runs {len(ids)}, interruptions {sum(sent.values())} (SIGKILL {sent['kill']}, "
+    print(f"\nfault test (scheduling, seed {seed}): runs {len(ids)}, interruptions {sum(sent.values())} "
+          f"(SIGKILL {sent['kill']}, "
           f"preemption signal {sent['preempt']}, SIGTERM {sent['term']}) on {sum(1 for i in done if done[i])} runs, "
           f"{sum(1 for i in done if done[i] == 2)} of them twice; driver killed 1; submissions {count['submitted']}, "
           f"starts {count['started']}, requeues {count['requeued']}, lost and resubmitted {count['lost']}; "
@@ -340,7 +429,7 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
 TINY_PRESET = """\
 model: {backbone: resnet18, aspp_channels: 8, head_channels: 8}
 data: {size: [32, 64], num_workers: 0, train_frames: 4, val_frames: 2}
-optim: {iterations: 24, batch_size: 2}
+optim: {iterations: 12, batch_size: 2}
 log_every: 1
 ckpt_every: 100
 eval_batch_size: 2
@@ -358,20 +447,21 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
     data.update(seeds=[0, 1, 2, 3, 4], curves=False)
     (configs / "experiments" / "depth.yaml").write_text(yaml.safe_dump(data))
     (configs / "tiny.yaml").write_text(TINY_PRESET)
-    (tmp_path / "local.yaml").write_text(LOCAL_PROFILE.format(parallel=2))
+    (tmp_path / "local.yaml").write_text(LOCAL_PROFILE.format(parallel=5))
     paths = Paths(configs, tmp_path / "runs", tmp_path / "results")
     args = ["depth", "--preset", "tiny", "--data-root", str(synthetic_root)]
     env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", WANDB_MODE="disabled")
-    ref = local_reference(paths, tmp_path, env, monkeypatch, "tiny", train_script=ROOT / "train.py", args=args)
+    ref = local_reference(paths, tmp_path, env, monkeypatch, "tiny", train_script=ROOT / "train.py", args=args, jobs=5)
     jobs = plan("tiny", find_manifests(paths.manifests, ["depth"]), paths=paths)
     assert len(jobs) == 5
     profile = load_profile(str(tmp_path / "local.yaml"))
     events = driver.events_dir(paths, "tiny", profile)
     preempted: dict[str, int] = {}
 
-    def preempt_each_once():
-        deadline = time.time() + 200
-        while len(preempted) < len(jobs) and time.time() < deadline:
+    launched = threading.Event()
+
+    def preempt_each_once():  # until the launch returns: a fixed deadline ran out on a loaded machine
+        while len(preempted) < len(jobs) and not launched.is_set():
             for job in jobs:
                 i = job.run.identity
                 log = paths.runs / "tiny" / i / "metrics.jsonl"
@@ -379,19 +469,20 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
                 if i in preempted or not starts or not log.exists():
                     continue
                 step = len(log.read_text().splitlines())
-                if 1 <= step < 20:
+                if 1 <= step < 6:
                     try:
                         os.kill(starts[-1]["pid"], signal.SIGUSR1)
                     except ProcessLookupError:
                         continue
                     preempted[i] = step
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     killer = threading.Thread(target=preempt_each_once, daemon=True)
     killer.start()
     start = time.time()
     summary = driver.launch("tiny", find_manifests(paths.manifests, ["depth"]), profile, paths=paths,
                             data_root=str(synthetic_root), threads=1)
+    launched.set()
     killer.join(timeout=5)
     assert summary["failed"] == [] and len(summary["trained"]) == 5
     assert len(preempted) == 5, f"only {len(preempted)} runs were signalled mid-run"
@@ -403,11 +494,11 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
         log = (paths.runs / "tiny" / i / "train.log").read_text()
         at = int(log.split("preempted at step ")[1].split(":")[0])
         assert f"from step {at}" in log.split("preempted at step ")[1]  # resumed where it stopped
-        assert 1 <= at < 24 and history.count("requeued") == 1 and history.count("finished") == 1, history
+        assert 1 <= at < 12 and history.count("requeued") == 1 and history.count("finished") == 1, history
         requeues += history.count("requeued")
         a, b = (torch.load(d / "tiny" / i / "checkpoint.pt", weights_only=True)
                 for d in (tmp_path / "reference-runs", paths.runs))
-        assert a["step"] == b["step"] == 24
+        assert a["step"] == b["step"] == 12
         for part in ("model", "method", "optimizer"):
             flat_a, flat_b = flatten(a[part]), flatten(b[part])
             assert flat_a.keys() == flat_b.keys()

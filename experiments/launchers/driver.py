@@ -188,6 +188,7 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
            train_script: Path = TRAIN_SCRIPT) -> dict[str, list]:
     """Submit every planned run without a record or a live job; with `wait`, watch until each has finished
     (recorded) or failed. Returns reproduce()'s summary plus "in_flight" (runs still queued or running)."""
+    started = time.time()
     size = pack_size(profile, per_gpu)
     folder = job_folder(paths, preset, profile)
     events = events_dir(paths, preset, profile)
@@ -205,6 +206,7 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
             planned = plan(preset, manifests, seeds, paths, data_root, records, pending)
             planned = [j for j in planned if j.run.identity not in seen]
             seen |= {j.run.identity for j in planned}
+            _note_finishes_of_ended_jobs(planned, records, events, jobs)  # before _triage records them
             todo = _triage(planned, records, preset, paths, summary, False, train_script, (1, 1))
             summary["pending"] = pending
             for reason in pending:
@@ -226,7 +228,38 @@ def launch(preset: str, manifests: list[Manifest], profile: Profile, seeds: tupl
             _watch(tracked, backlog, by_id, executor, jobs, profile, events, paths, preset, train_script, threads,
                    size, summary)
             if not pending or len(summary["trained"]) == trained_before:
+                sweep_superseded_temp_files(paths.records(preset), started)
                 return summary
+
+
+def _note_finishes_of_ended_jobs(planned: list[Job], records: dict, events: Path, jobs: Jobs) -> None:
+    """Runs finished but not recorded (a driver stopped before recording them): where the job that trained
+    one has ended without logging its `finished` event, log it (a live job logs its own)."""
+    done = [j.run.identity for j in planned
+            if j.run.identity not in records and (_abs(j.run.run_dir) / "metrics.json").exists()]
+    subs = {i: last_submission(read_events(events, i))[0] for i in done}
+    jobs.refresh([submitted(s) for s in subs.values() if s])
+    for identity, sub in subs.items():
+        if sub is not None and jobs.state(submitted(sub)) == "ENDED":
+            _note_finish(events, identity)
+
+
+def sweep_superseded_temp_files(directory: Path, before: float) -> list[Path]:
+    """Remove the temporary files of record writes that a killed driver (or runner) left, once their record has
+    been written whole since: those made before this driver started (`before`) whose record now exists. Called
+    as the driver returns: a write begun before its start is long over (a record takes milliseconds to write),
+    so such a file is debris. (The start-up sweep leaves temporary files for an hour: another shard's runner
+    may be writing there.)"""
+    removed = []
+    for p in sorted(directory.glob(".*.tmp")) if directory.is_dir() else []:
+        target = directory / p.name[1:].rsplit(".", 2)[0]  # .<identity>.json.<8 chars>.tmp
+        try:
+            if target.suffix == ".json" and target.is_file() and p.stat().st_mtime < before:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _classify(todo: list[Job], events: Path, jobs: Jobs, profile: Profile, retry_failed: bool,
@@ -312,6 +345,9 @@ def _watch(tracked: list[Tracked], backlog: list[list[Job]], by_id: dict[str, Jo
         tracked += _submit(executor, backlog, profile, events, train_script, threads, size, room)
         jobs.refresh(tracked)
         for t in tracked:
+            # The job's state is read once per round: a job that ends after this read is handled in the next
+            # round. (Reading it again below dropped a job that ended in between, and with it its runs: never
+            # recorded, nor resubmitted when the job had died.)
             ended = jobs.state(t) == "ENDED"
             for identity in list(t.identities):
                 job = by_id[identity]
@@ -333,7 +369,7 @@ def _watch(tracked: list[Tracked], backlog: list[list[Job]], by_id: dict[str, Jo
                     t.identities.remove(identity)
                     if _note_lost(job, events, profile, summary, last_submission(history)[0]):
                         backlog.append([job])
-        tracked[:] = [t for t in tracked if t.identities and jobs.state(t) != "ENDED"]
+        tracked[:] = [t for t in tracked if t.identities]  # an ended job's runs were each recorded, failed or lost
         if tracked or backlog:
             time.sleep(profile.poll_s)
 
@@ -343,10 +379,21 @@ def _finished_event(events: Path, identity: str) -> dict | None:
     return next((e for e in reversed(after) if e["event"] == "finished"), None)
 
 
+def _note_finish(events: Path, identity: str) -> None:
+    """A run whose training finished (metrics.json written whole) in a job that ended before it could log so
+    (killed at that moment): the driver logs the `finished` event for it, so that every finished run has one."""
+    history = read_events(events, identity)
+    if not any(e["event"] == "finished" for e in history):
+        sub = last_submission(history)[0]
+        log_event(events, identity, "finished", job=sub["job"] if sub else None, noted_by="driver")
+
+
 def _record(job: Job, events: Path, paths: Paths, preset: str, summary: dict) -> None:
     """The run's record, as the local launcher writes it (launch_wall_s: the job that finished it)."""
     record = record_from_run(_abs(job.run.run_dir), preset)
     finished = _finished_event(events, job.run.identity)
+    if finished is None:  # _watch records a run without its job's `finished` event once the job has ended
+        _note_finish(events, job.run.identity)
     if finished and "wall_s" in finished:
         record["launch_wall_s"] = finished["wall_s"]
     write_record(paths, preset, record)
