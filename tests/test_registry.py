@@ -21,7 +21,7 @@ NEW_METHOD = '''
 
 from dataclasses import dataclass
 
-from losses.base import LossMethod
+from losses.base import LossMethod, Weighting
 from losses.registry import register
 
 
@@ -34,9 +34,8 @@ class HalfOptions:
 class Half(LossMethod):
     Options = HalfOptions
 
-    def forward(self, losses, ctx=None):
-        w = {t: self.options.factor for t in self.tasks}
-        return sum(w[t] * losses[t] for t in self.tasks), self.weight_logs(w)
+    def weigh(self, losses, ctx):
+        return Weighting({t: self.options.factor for t in self.tasks})
 '''
 
 
@@ -50,7 +49,7 @@ def test_a_new_method_is_one_new_file(tmp_path):
         print(losses.__file__)
         print(list(losses.METHODS))
         m = losses.build_method("half", {"depth": "regression"})
-        total, logs = m({"depth": torch.tensor(4.0)})
+        total, logs = m({"depth": torch.tensor(4.0)}, losses.StepContext.of({"depth": 4.0}))
         print(float(total), float(logs["weight/depth"]))
     """)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
@@ -159,7 +158,7 @@ def test_the_extending_guide_examples_register_and_compute_what_they_say():
         assert float(total) == pytest.approx(3.0) and float(logs["weight/depth"]) == pytest.approx(2.0)
         g = build_method(load_config([], ["method.name=unit-sum"]))
         J = torch.tensor([[3.0, 4.0], [0.0, 1.0], [1.0, 0.0]])  # norms 5, 1, 1: mean 7/3
-        torch.testing.assert_close(g.aggregate(J), 7 / 3 * torch.tensor([0.6 + 1.0, 0.8 + 1.0]))
+        torch.testing.assert_close(g.aggregate(J, StepContext.of()), 7 / 3 * torch.tensor([0.6 + 1.0, 0.8 + 1.0]))
         assert float(g.logs()["weight/semantic"]) == pytest.approx(7 / 15)
     finally:
         for name in ("initial-ratio", "unit-sum"):
