@@ -119,7 +119,9 @@ class GradientOptions:
 def check_contract(cls: type) -> None:
     """Raise TypeError naming the class unless it is a well-formed method: `kind` one of METHOD_KINDS,
     `Options` a dataclass (a GradientOptions for a gradient-space method) whose fields all have
-    defaults and are plain names."""
+    defaults and are plain names; the calls the base class owns (`forward`, and a gradient-space method's
+    `logs`) left to it; `weigh(losses, ctx)` / `aggregate(J, ctx)`, where the class defines it, with no
+    default for ctx and, when annotated, returning `Weighting` / `Tensor`."""
     where = f"method class {cls.__qualname__} ({cls.__module__})"
     kind = getattr(cls, "kind", None)
     if kind not in METHOD_KINDS:
@@ -136,24 +138,26 @@ def check_contract(cls: type) -> None:
             raise TypeError(f"{where}: option name {f.name!r} is not a plain name")
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise TypeError(f"{where}: option {f.name!r} has no default (every option needs one)")
-    call, returns, base_only = ("weigh", "Weighting", ("forward",)) if kind == "loss" else \
-        ("aggregate", "Tensor", ("forward", "logs"))
-    for name in base_only:
-        if name in vars(cls) and cls.__module__ != __name__:
-            other = "weigh(losses, ctx) -> Weighting" if name == "forward" and kind == "loss" else \
-                "aggregate(J, ctx) -> g" if name == "forward" else "method_logs() -> dict (weight/<task> comes " \
-                "from self.applied_weights)"
-            raise TypeError(f"{where}: {name} belongs to the base class, define {other} instead")
-    if call in vars(cls):
-        params = list(inspect.signature(vars(cls)[call]).parameters.values())
-        if len(params) != 3 or params[2].default is not inspect.Parameter.empty:
-            raise TypeError(f"{where}: {call} takes ({params[0].name if params else 'self'}, "
-                            f"{'losses' if kind == 'loss' else 'J'}, ctx) with no default for ctx (the step "
-                            f"always passes a StepContext), got {call}{inspect.signature(vars(cls)[call])}")
-        annotation = inspect.signature(vars(cls)[call]).return_annotation
-        name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
-        if annotation is not inspect.Signature.empty and name.rsplit(".", 1)[-1] != returns:
-            raise TypeError(f"{where}: {call} must return {returns}, annotated {name}")
+    if cls.__module__ == __name__:  # LossMethod and GradientMethod themselves
+        return
+    # The base class's calls -> what to define instead.
+    owned = {"forward": "weigh(losses, ctx) -> Weighting"} if kind == "loss" else \
+        {"forward": "aggregate(J, ctx) -> g", "logs": "method_logs() (weight/<task> comes from applied_weights)"}
+    for name, instead in owned.items():
+        if name in vars(cls):
+            raise TypeError(f"{where}: {name} belongs to the base class, define {instead} instead")
+    call, first, returns = ("weigh", "losses", "Weighting") if kind == "loss" else ("aggregate", "J", "Tensor")
+    if call not in vars(cls):
+        return
+    signature = inspect.signature(vars(cls)[call])
+    params = list(signature.parameters.values())
+    if len(params) != 3 or params[2].default is not inspect.Parameter.empty:
+        raise TypeError(f"{where}: {call} takes (self, {first}, ctx) with no default for ctx (the step always "
+                        f"passes a StepContext), got {call}{signature}")
+    annotation = signature.return_annotation  # a string under `from __future__ import annotations`
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    if annotation is not inspect.Signature.empty and name.rsplit(".", 1)[-1] != returns:
+        raise TypeError(f"{where}: {call} must return {returns}, annotated {name}")
 
 
 def check_implemented(cls: type) -> None:
@@ -225,6 +229,15 @@ def _detached(w):
     return w.detach() if isinstance(w, Tensor) else w
 
 
+def _no_weight_keys(method: Method, logs: dict) -> dict:
+    """`logs`, unless it writes `weight/<task>` itself (the base class writes that key, once)."""
+    bad = [k for k in logs if k.startswith("weight/")]
+    if bad:
+        raise ValueError(f"{type(method).__name__} logs {bad} itself; weight/<task> comes from the weights it "
+                         "returns (Weighting.weights) or sets (applied_weights)")
+    return logs
+
+
 class LossMethod(Method):
     """Weighs the task losses (`weigh(losses, ctx) -> Weighting`); `forward(losses, ctx) -> (total, logs)`
     composes the one scalar to back-propagate and the logs."""
@@ -248,7 +261,7 @@ class LossMethod(Method):
             total = out.total
         else:
             total = self.compose(out, losses)
-        return total, self.weight_logs(out.weights) | out.logs
+        return total, self.weight_logs(out.weights) | _no_weight_keys(self, out.logs)
 
     def compose(self, out: Weighting, losses: dict[str, Tensor]) -> Tensor:
         """sum_t w_t * L_t (+ e_t after each task's term, for a per-task extra) + extra, in `self.tasks` order."""
@@ -281,7 +294,7 @@ class GradientMethod(Method):
         """What to log about the last `aggregate` call: `weight/<task>` from `applied_weights`, then
         `method_logs()`."""
         w = self.applied_weights
-        return ({} if w is None else self.weight_logs(w)) | self.method_logs()
+        return ({} if w is None else self.weight_logs(w)) | _no_weight_keys(self, self.method_logs())
 
     def method_logs(self) -> dict:
         """The method's own logs about the last `aggregate` call, besides `weight/<task>` (default: none)."""
