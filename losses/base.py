@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from tasks import KINDS  # how a task's likelihood is modelled: "classification" | "regression"
@@ -73,8 +74,6 @@ class StepContext:
            last_shared: list[nn.Parameter] | None = None) -> StepContext:
         """The context of a call outside a training run (tests, notebooks): one process, step `step` of
         epoch `epoch`, `ctx.losses` the given losses detached as float32 (what the step passes)."""
-        import torch
-
         return cls(step=step, epoch=epoch, steps_per_epoch=step + 1, iterations=step + 1,
                    losses={t: torch.as_tensor(v).detach().float() for t, v in (losses or {}).items()},
                    last_shared=list(last_shared or []))
