@@ -8,7 +8,8 @@ train.py and bench/train.py call `train_step`; nothing else updates the weights.
    device and the caller checks them later in one copy (`LossWindow`, train.py: at each log point and
    before every checkpoint or validation); gradient-space methods still check J every step (below).
 2. Gradients, by the method's kind:
-   - loss-space: `total, logs = method(losses, ctx)`, `scaler.scale(total).backward()`. DDP
+   - loss-space: `total, logs = method(losses, ctx)` (the method's weights composed into the total by
+     `LossMethod.forward`), `scaler.scale(total).backward()`. DDP
      all-reduces the network's gradients during backward; the method's own parameters (e.g. the
      log-variances) live outside DDP, so their gradients are all-reduced here.
    - gradient-space: forward and backward run inside DDP's `no_sync()`, because DDP must not

@@ -15,11 +15,11 @@ import pkgutil
 from torch import Tensor
 
 import tasks
-from losses.base import GradientMethod, LossMethod, Method, StepContext
+from losses.base import GradientMethod, LossMethod, Method, StepContext, Weighting
 from losses.registry import METHODS, register
 
-__all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "build_method", "build_weighting",
-           "method_class", "method_lines", "register", "task_losses"]
+__all__ = ["METHODS", "GradientMethod", "LossMethod", "Method", "StepContext", "Weighting", "build_method",
+           "build_weighting", "method_class", "method_lines", "register", "task_losses"]
 
 # Every module of the package, so that each method file's @register runs (not __main__: the CLI).
 for _module in pkgutil.iter_modules(__path__):

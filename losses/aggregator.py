@@ -12,20 +12,17 @@ class AggregatorMethod(GradientMethod):
     """`aggregate(J)` is exactly `self.aggregator(J)`; subclasses build the aggregator in `__init__`.
 
     For a weighted aggregator (g = w @ J) the weights are computed here with the aggregator's own
-    `weighting`, the same arithmetic as its forward, so they can be logged as `weight/<task>`.
+    `weighting`, the same arithmetic as its forward, and set as `applied_weights` (logged as
+    `weight/<task>`); an aggregator that is no weighted sum of the rows (GradDrop) sets none.
     """
 
     aggregator: Aggregator
 
-    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+    def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
         if J.dim() != 2 or J.shape[0] != len(self.tasks):
             raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
         if isinstance(self.aggregator, WeightedAggregator):
             w = self.aggregator.weighting(J)
-            self._weights = w.detach()
+            self.applied_weights = w.detach()
             return w @ J
         return self.aggregator(J)
-
-    def logs(self) -> dict:
-        w = getattr(self, "_weights", None)
-        return {} if w is None else self.weight_logs(w)

@@ -77,7 +77,7 @@ class AutoLambda(GradientMethod):
         """-< sum of this batch's primary gradients, each task's gradient of the previous batch >."""
         return -(previous_J @ J[self.primary].sum(0))
 
-    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+    def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
         if J.dim() != 2 or J.shape[0] != len(self.tasks):
             raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
         prev = self.previous_J
@@ -88,13 +88,13 @@ class AutoLambda(GradientMethod):
                 self.lambd.grad = self._meta_grad.to(self.lambd).clone()
                 self.meta_optimizer.step()
         self.previous_J = J.detach().clone()
+        self.applied_weights = self.lambd.detach().clone()
         return self.lambd.detach().to(J) @ J
 
-    def logs(self) -> dict:
-        logs = {f"weight/{t}": self.lambd[i].detach().clone() for i, t in enumerate(self.tasks)}
-        if self._meta_grad is not None:
-            logs |= {f"auto_lambda/meta_grad/{t}": self._meta_grad[i] for i, t in enumerate(self.tasks)}
-        return logs
+    def method_logs(self) -> dict:
+        if self._meta_grad is None:
+            return {}
+        return {f"auto_lambda/meta_grad/{t}": self._meta_grad[i] for i, t in enumerate(self.tasks)}
 
     def get_extra_state(self) -> dict:
         return {"adam": self.meta_optimizer.state_dict(), "previous_J": self.previous_J}

@@ -54,10 +54,10 @@ class DBMTL(GradientMethod):
         self.average: Tensor | None = None  # h, (tasks, n); extra state
         self._logs: dict = {}
 
-    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+    def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
         if J.dim() != 2 or J.shape[0] != len(self.tasks):
             raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
-        if ctx is None or not ctx.losses:
+        if not ctx.losses:
             raise ValueError("DB-MTL needs the task losses of the step (ctx.losses)")
         losses = torch.stack([ctx.losses[t].float() for t in self.tasks]).to(J)
         log_grads = J / (losses + EPS)[:, None]
@@ -69,12 +69,11 @@ class DBMTL(GradientMethod):
         norms = torch.linalg.vector_norm(self.average, dim=1)
         alpha = norms.max() / (norms + EPS)
         # The multiplier on this step's raw gradient g_k: alpha_k (1 - b) / (L_k + eps).
-        weights = alpha * (1 - b) / (losses + EPS)
-        self._logs = {f"weight/{t}": weights[i] for i, t in enumerate(self.tasks)} | {
-            f"db_mtl/alpha/{t}": alpha[i] for i, t in enumerate(self.tasks)}
+        self.applied_weights = alpha * (1 - b) / (losses + EPS)
+        self._logs = {f"db_mtl/alpha/{t}": alpha[i] for i, t in enumerate(self.tasks)}
         return alpha @ self.average
 
-    def logs(self) -> dict:
+    def method_logs(self) -> dict:
         return dict(self._logs)
 
     def get_extra_state(self) -> dict:

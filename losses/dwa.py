@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from losses.base import LossMethod, StepContext
+from losses.base import LossMethod, StepContext, Weighting
 from losses.registry import register
 
 
@@ -52,14 +52,11 @@ class DWA(LossMethod):
         rates = self.history[1] / self.history[0]
         return len(self.tasks) * torch.softmax(rates / self.options.temperature, dim=0)
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
-        self.check_losses(losses)
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
         w = self.weights()
-        total = sum(w[i] * losses[t].float() for i, t in enumerate(self.tasks))
-        seen = ctx.losses if ctx is not None else losses
-        self.loss_sum += torch.stack([seen[t].detach().float() for t in self.tasks])
+        self.loss_sum += torch.stack([ctx.losses[t].detach().float() for t in self.tasks])
         self.count += 1
-        return total, self.weight_logs(w)
+        return Weighting(w)
 
     def end_period(self) -> None:
         """Close the current period: its average becomes the newest history entry."""

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torchjd.scalarization import FAMO as TorchJDFAMO
 
-from losses.base import StepContext
+from losses.base import StepContext, Weighting
 from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
@@ -54,17 +54,16 @@ class FAMO(ScalarizerMethod):
     def optimizer_parameters(self) -> list[nn.Parameter]:
         return []  # the logits belong to FAMO's own Adam
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
         values = self.loss_vector(losses)
         total = self.scalarizer(values)
-        logs = self.effective_weights(total, values)
-        if ctx is not None and ctx.losses:
-            # Record the process-averaged losses as FAMO's "before" (the scalarizer keeps the last
-            # values it saw); the result of this call is not used.
-            with torch.no_grad():
-                self.scalarizer(torch.stack([ctx.losses[t].float() for t in self.tasks]))
+        (w,) = torch.autograd.grad(total, values, retain_graph=True)
+        # Record the process-averaged losses as FAMO's "before" (the scalarizer keeps the last values it
+        # saw); the result of this call is not used.
+        with torch.no_grad():
+            self.scalarizer(torch.stack([ctx.losses[t].float() for t in self.tasks]))
         z = torch.softmax(self.scalarizer._w.detach(), dim=0)
-        return total, logs | {f"famo_z/{t}": z[i] for i, t in enumerate(self.tasks)}
+        return Weighting(w, logs={f"famo_z/{t}": z[i] for i, t in enumerate(self.tasks)}, total=total)
 
     def after_step(self, ctx: StepContext) -> None:
         if ctx.recompute_losses is None:

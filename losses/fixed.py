@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 import tasks as task_registry  # (the name `tasks` is a parameter below)
-from losses.base import LossMethod, StepContext
+from losses.base import LossMethod, StepContext, Weighting
 from losses.registry import register
 
 
@@ -53,7 +53,5 @@ class FixedWeighting(LossMethod):
     def describe(cls, name: str, options: FixedOptions, tasks: tuple[str, ...]) -> str:
         return "fixed " + " / ".join(f"{options.weights.get(t, 1.0):.3g}" for t in tasks)
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
-        self.check_losses(losses)
-        total = sum(self.weights[t] * losses[t].float() for t in self.tasks)
-        return total, self.weight_logs(self.weights)
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
+        return Weighting(self.weights)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from losses.base import LossMethod, StepContext
+from losses.base import LossMethod, StepContext, Weighting
 from losses.registry import register
 
 
@@ -54,12 +54,11 @@ class GradNorm(LossMethod):
         self.weights = nn.Parameter(torch.ones(k))
         self.register_buffer("initial_losses", torch.zeros(k))  # L_k(0); zeros until the first step
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
-        self.check_losses(losses)
-        if ctx is None or not ctx.last_shared:
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
+        if not ctx.last_shared:
             raise ValueError("GradNorm needs the last shared layer's parameters (ctx.last_shared)")
         values = torch.stack([losses[t].float() for t in self.tasks])
-        seen = torch.stack([(ctx.losses or losses)[t].detach().float() for t in self.tasks])
+        seen = torch.stack([ctx.losses[t].detach().float() for t in self.tasks])
         if not bool((self.initial_losses > 0).all()):
             self.initial_losses.copy_(seen)
         norms = torch.stack([
@@ -68,11 +67,11 @@ class GradNorm(LossMethod):
             for i in range(len(self.tasks))])
         targets = gradnorm_targets(norms, self.weights, seen, self.initial_losses, self.options.alpha)
         grad_loss = (self.weights * norms - targets).abs().sum()
-        # The value is sum_k w_k L_k; the network's gradient comes from it (w constant), w's from L_grad.
-        total = (self.weights.detach() * values).sum() + (grad_loss - grad_loss.detach())
-        return total, (self.weight_logs(self.weights.detach())
-                       | {f"gradnorm/norm/{t}": norms[i] for i, t in enumerate(self.tasks)}
-                       | {"gradnorm/loss": grad_loss.detach()})
+        # The value is sum_k w_k L_k; the network's gradient comes from it (w constant), w's from L_grad
+        # through the extra term, whose value is 0.
+        return Weighting(self.weights.detach(), extra=grad_loss - grad_loss.detach(),
+                         logs={f"gradnorm/norm/{t}": norms[i] for i, t in enumerate(self.tasks)}
+                         | {"gradnorm/loss": grad_loss.detach()})
 
     def after_step(self, ctx: StepContext) -> None:
         with torch.no_grad():  # renormalise: sum_k w_k = K

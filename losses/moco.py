@@ -72,10 +72,10 @@ class MoCo(GradientMethod):
         self.register_buffer("lambd", torch.full((k,), 1.0 / k))
         self.y: Tensor | None = None  # (tasks, n); extra state
 
-    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+    def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
         if J.dim() != 2 or J.shape[0] != len(self.tasks):
             raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
-        if ctx is None or not ctx.losses:
+        if not ctx.losses:
             raise ValueError("MoCo needs the task losses of the step (ctx.losses)")
         o = self.options
         losses = torch.stack([ctx.losses[t].float() for t in self.tasks]).to(J)
@@ -91,10 +91,8 @@ class MoCo(GradientMethod):
         step = lambd - o.gamma / t ** o.gamma_sigma * ((self.y @ self.y.T + o.rho * torch.eye(k).to(J)) @ lambd)
         lambd = project_onto_simplex(step) if o.lambda_update == "projection" else torch.softmax(step, 0)
         self.lambd.copy_(lambd)
+        self.applied_weights = self.lambd.clone()  # the weights of the tracked gradients: g = lambda @ y
         return lambd @ self.y
-
-    def logs(self) -> dict:
-        return {f"weight/{t}": self.lambd[i].clone() for i, t in enumerate(self.tasks)}
 
     def get_extra_state(self) -> dict:
         return {"y": self.y}

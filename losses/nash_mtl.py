@@ -96,8 +96,8 @@ class NashMTL(AggregatorMethod):
         if self.options.on_solver_failure == "error":
             raise SolverFailure(f"Nash-MTL's ECOS solve failed ({why})")
 
-    def logs(self) -> dict:
-        return super().logs() | {"nash/solver_failures": self.solver_failures}
+    def method_logs(self) -> dict:
+        return {"nash/solver_failures": self.solver_failures}
 
     # TorchJD keeps the solver's state in plain attributes: save and restore it with the method.
     def get_extra_state(self) -> dict:

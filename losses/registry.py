@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, MutableMapping
 
-from losses.base import METHOD_KINDS, Method
+from losses.base import METHOD_KINDS, Method, check_implemented
 
 __all__ = ["METHODS", "register"]
 
@@ -37,6 +37,7 @@ def register(name: str, order: int = 10_000):
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"method {name!r} is registered twice: by {old.__module__}.{old.__qualname__} and "
                              f"{cls.__module__}.{cls.__qualname__}")
+        check_implemented(cls)  # a registered class is a concrete method: it defines weigh or aggregate
         _classes[name] = cls
         _order[name] = order
         return cls

@@ -5,31 +5,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from losses.base import LossMethod, StepContext
+from losses.base import LossMethod, StepContext, Weighting
 
 
 class ScalarizerMethod(LossMethod):
     """`total` is exactly `self.scalarizer(L)` for the vector L of task losses (in `self.tasks` order);
     subclasses build the scalarizer in `__init__`.
 
-    The logged `weight/<task>` is the effective multiplier dtotal/dL_task of this step (one backward
-    through the scalarizer alone, a handful of scalar operations), so random, learned and non-linear
-    scalarisations are logged alike.
+    A scalarisation need not be linear in the losses, so `weigh` returns the total itself with the
+    effective weights dtotal/dL_task of this step (one backward through the scalarizer alone, a handful
+    of scalar operations), logged as `weight/<task>`: random, learned and non-linear scalarisations are
+    logged alike.
     """
 
     scalarizer: nn.Module
 
     def loss_vector(self, losses: dict[str, Tensor]) -> Tensor:
-        self.check_losses(losses)
         values = torch.stack([losses[t].float() for t in self.tasks])
         # Constant losses (no graph) still get effective weights: differentiate with respect to them.
         return values if values.requires_grad else values.requires_grad_()
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
         values = self.loss_vector(losses)
-        total = self.scalarizer(values)
-        return total, self.effective_weights(total, values)
+        return self.scalarized(self.scalarizer(values), values)
 
-    def effective_weights(self, total: Tensor, values: Tensor) -> dict:
+    def scalarized(self, total: Tensor, values: Tensor, logs: dict | None = None) -> Weighting:
+        """The Weighting of a scalarised `total` of the loss vector `values`: the total itself and its
+        effective weights dtotal/dL."""
         (w,) = torch.autograd.grad(total, values, retain_graph=True)
-        return self.weight_logs(w)
+        return Weighting(w, logs=logs or {}, total=total)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from losses.base import NoOptions, StepContext
+from losses.base import NoOptions, StepContext, Weighting
 from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
@@ -22,7 +22,6 @@ class ScaleInvariant(ScalarizerMethod):
     def __init__(self, tasks: dict[str, str], options: NoOptions | None = None) -> None:
         super().__init__(tasks, options)
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
         values = self.loss_vector(losses)
-        total = torch.log(values).sum()
-        return total, self.effective_weights(total, values)
+        return self.scalarized(torch.log(values).sum(), values)

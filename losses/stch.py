@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torchjd.scalarization import STCH as TorchJDSTCH
 
-from losses.base import StepContext
+from losses.base import StepContext, Weighting
 from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
 
@@ -57,21 +57,17 @@ class STCH(ScalarizerMethod):
         self.register_buffer("loss_count", torch.zeros((), dtype=torch.int64))
         self.register_buffer("nadir", torch.zeros(k))  # zeros until the nadir epoch is over
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
         values = self.loss_vector(losses)
-        epoch = ctx.epoch if ctx is not None else self.options.warmup_epochs + 1
-        seen = torch.stack([(ctx.losses if ctx is not None and ctx.losses else losses)[t].detach().float()
-                            for t in self.tasks])
-        if epoch <= self.options.warmup_epochs:
-            if epoch == self.options.warmup_epochs:
+        seen = torch.stack([ctx.losses[t].detach().float() for t in self.tasks])
+        if ctx.epoch <= self.options.warmup_epochs:
+            if ctx.epoch == self.options.warmup_epochs:
                 self.loss_sum += seen.to(self.loss_sum)
                 self.loss_count += 1
-            total = torch.log(values + EPS).sum()
-            return total, self.effective_weights(total, values) | {"stch/warmup": 1.0}
+            return self.scalarized(torch.log(values + EPS).sum(), values, {"stch/warmup": 1.0})
         if not bool((self.nadir > 0).all()):  # the first step after the nadir epoch (or no nadir epoch seen)
             self.nadir.copy_(self.loss_sum / self.loss_count if int(self.loss_count) > 0 else seen.to(self.nadir))
         f = torch.log(values / self.nadir.to(values) + EPS)
         k = len(self.tasks)
-        total = k * self.scalarizer(k * f)
-        return total, self.effective_weights(total, values) | {f"stch/nadir/{t}": self.nadir[i]
-                                                                 for i, t in enumerate(self.tasks)}
+        return self.scalarized(k * self.scalarizer(k * f), values,
+                               {f"stch/nadir/{t}": self.nadir[i] for i, t in enumerate(self.tasks)})

@@ -94,7 +94,7 @@ class TorchJDStateMethod(AggregatorMethod):
     def _read_back(self) -> None:
         self.jd_state = {name: getattr(self.jd_weighting, name) for name in self.state_names}
 
-    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+    def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
         if J.dim() != 2 or J.shape[0] != len(self.tasks):
             raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
         saved = dict(self.jd_state)
@@ -113,12 +113,12 @@ class TorchJDStateMethod(AggregatorMethod):
                 raise SolverFailure(f"{type(self).__name__}'s weight solver failed ({why})")
             w = self.fallback_weights(J)
         w = w.detach().to(J)
-        self._weights = w
+        self.applied_weights = w
         self._last_weights = w.clone()
         return w @ J
 
-    def logs(self) -> dict:
-        return super().logs() | {f"{self.log_prefix}/solver_failures": self.solver_failures}
+    def method_logs(self) -> dict:
+        return {f"{self.log_prefix}/solver_failures": self.solver_failures}
 
     # torch.nn.Module calls these when (de)serialising the state_dict.
     def get_extra_state(self) -> dict:
@@ -165,7 +165,7 @@ class DoubleSampledMethod(TorchJDStateMethod):
             A = J @ J.T
         return self.jd_weighting(A)
 
-    def aggregate(self, J: Tensor, ctx: StepContext | None = None) -> Tensor:
+    def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
         g = super().aggregate(J, ctx)
         if self.options.sampling == "previous":
             self.previous_J = J.detach().clone()

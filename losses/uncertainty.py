@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from losses.base import LossMethod, StepContext
+from losses.base import LossMethod, StepContext, Weighting
 from losses.registry import register
 
 # Uncertainty forms, per task kind: the term is  a * exp(-s) * L + b * s  with s = log sigma^2, as (a, b).
@@ -57,15 +57,12 @@ class UncertaintyWeighting(LossMethod):
         self.log_vars = nn.ParameterDict(
             {t: nn.Parameter(torch.tensor(s0, dtype=torch.float32)) for t in self.tasks})
 
-    def forward(self, losses: dict[str, Tensor], ctx: StepContext | None = None) -> tuple[Tensor, dict]:
-        self.check_losses(losses)
-        total = 0.0
-        weights, logs = {}, {}
+    def weigh(self, losses: dict[str, Tensor], ctx: StepContext) -> Weighting:
+        weights, regularisers, logs = {}, {}, {}
         for t in self.tasks:
             a, b = self.coefs[t]
             s = self.log_vars[t]
-            weight = a * torch.exp(-s)  # the multiplier on L_t
-            total = total + weight * losses[t].float() + b * s
-            weights[t] = weight.detach()
+            weights[t] = a * torch.exp(-s)  # the multiplier on L_t (s learns through it)
+            regularisers[t] = b * s  # the extra term: total = sum_t (w_t L_t + b s_t)
             logs[f"sigma2/{t}"], logs[f"log_var/{t}"] = s.detach().exp(), s.detach().clone()
-        return total, self.weight_logs(weights) | logs
+        return Weighting(weights, extra=regularisers, logs=logs)

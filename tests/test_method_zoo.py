@@ -23,6 +23,7 @@ TASKS = {"semantic": "classification", "instance": "regression", "depth": "regre
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
         "optim.batch_size=2", "device=cpu", "optim.lr=0.01"]
 CPU = torch.device("cpu")
+CTX = StepContext.of()  # the context of a call outside a training run
 
 
 def jacobian(seed: int = 0, n: int = 12) -> torch.Tensor:
@@ -60,7 +61,7 @@ def test_gradient_method_is_exactly_torchjd(name):
     for seed in range(3):
         J = jacobian(seed)
         torch.manual_seed(seed)
-        a = ours.aggregate(J)
+        a = ours.aggregate(J, CTX)
         torch.manual_seed(seed)
         b = theirs(J)
         assert a.shape == (J.shape[1],)
@@ -100,7 +101,7 @@ def test_loss_method_is_exactly_torchjd(name, scalarizer):
 def test_mgda_is_the_min_norm_point_of_the_convex_hull():
     J = jacobian(1)
     m = build_weighting("mgda", TASKS, epsilon=1e-6, max_iters=10_000)
-    g = m.aggregate(J)
+    g = m.aggregate(J, CTX)
     w = torch.tensor([float(m.logs()[f"weight/{t}"]) for t in TASKS])
     assert w.min() >= 0 and float(w.sum()) == pytest.approx(1.0, abs=1e-5)
     # Optimality: <g, g_k - g> >= 0 for every vertex g_k of the hull ...
@@ -110,7 +111,7 @@ def test_mgda_is_the_min_norm_point_of_the_convex_hull():
     assert float(g.norm()) <= float(combos.norm(dim=1).min()) + 1e-3
     # Two orthogonal unit gradients: the midpoint.
     two = build_weighting("mgda", {"semantic": "classification", "depth": "regression"})
-    torch.testing.assert_close(two.aggregate(torch.eye(2)), torch.tensor([0.5, 0.5]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(two.aggregate(torch.eye(2), CTX), torch.tensor([0.5, 0.5]), atol=1e-3, rtol=0)
 
 
 def test_mgda_ub_is_mgda_on_the_shared_features():
@@ -127,7 +128,7 @@ def test_dual_cone_methods_never_conflict_with_a_task(name):
 
     for seed in range(5):
         J = jacobian(seed)
-        g = build_weighting(name, TASKS).aggregate(J)
+        g = build_weighting(name, TASKS).aggregate(J, CTX)
         assert float(cosines(J, g).min()) > -2e-3, (name, seed, cosines(J, g))
     assert float(cosines(jacobian(0), jacobian(0).mean(0)).min()) < -0.1
 
@@ -137,39 +138,41 @@ def test_pcgrad_and_gradvac_with_beta_0_remove_only_the_conflicting_component():
     pair = {"semantic": "classification", "depth": "regression"}
     expected = (g1 - (g1 @ g2) / (g2 @ g2) * g2) + (g2 - (g2 @ g1) / (g1 @ g1) * g1)
     for name, options in [("pcgrad", {}), ("gradvac", {"beta": 0.0})]:
-        torch.testing.assert_close(build_weighting(name, pair, **options).aggregate(torch.stack([g1, g2])), expected)
+        torch.testing.assert_close(build_weighting(name, pair, **options).aggregate(torch.stack([g1, g2]), CTX),
+                                   expected)
 
 
 def test_gradvac_keeps_its_moving_average_across_a_checkpoint():
     a = build_weighting("gradvac", TASKS)
     for seed in range(2):
-        a.aggregate(jacobian(seed))
+        a.aggregate(jacobian(seed), CTX)
     b = build_weighting("gradvac", TASKS)
     b.load_state_dict(a.state_dict())
     torch.manual_seed(5)
-    ga = a.aggregate(jacobian(7))
+    ga = a.aggregate(jacobian(7), CTX)
     torch.manual_seed(5)
-    assert torch.equal(ga, b.aggregate(jacobian(7)))
+    assert torch.equal(ga, b.aggregate(jacobian(7), CTX))
     fresh = build_weighting("gradvac", TASKS)
     torch.manual_seed(5)
-    assert not torch.equal(ga, fresh.aggregate(jacobian(7)))  # the state matters
+    assert not torch.equal(ga, fresh.aggregate(jacobian(7), CTX))  # the state matters
 
 
 def test_cagrad_with_c_0_is_the_mean():
     J = jacobian(2)
-    torch.testing.assert_close(build_weighting("cagrad", TASKS, c=0.0).aggregate(J), J.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(build_weighting("cagrad", TASKS, c=0.0).aggregate(J, CTX), J.mean(0), atol=1e-4,
+                               rtol=1e-4)
 
 
 def test_imtl_g_projects_equally_on_every_task_direction():
     J = jacobian(3)
-    g = build_weighting("imtl-g", TASKS).aggregate(J)
+    g = build_weighting("imtl-g", TASKS).aggregate(J, CTX)
     projections = (J / J.norm(dim=1, keepdim=True)) @ g
     torch.testing.assert_close(projections, projections.mean().expand(3), rtol=1e-4, atol=1e-5)
 
 
 def test_config_has_equal_cosine_with_every_task():
     J = jacobian(4)
-    g = build_weighting("config", TASKS).aggregate(J)
+    g = build_weighting("config", TASKS).aggregate(J, CTX)
     cosines = torch.nn.functional.cosine_similarity(J, g.expand_as(J), dim=1)
     assert float(cosines.min()) > 0
     torch.testing.assert_close(cosines, cosines.mean().expand(3), rtol=1e-4, atol=1e-5)
@@ -177,7 +180,7 @@ def test_config_has_equal_cosine_with_every_task():
 
 def test_aligned_mtl_equalises_orthogonal_gradients_to_the_smallest_norm():
     J = torch.diag(torch.tensor([3.0, 2.0, 1.0]))  # orthogonal, norms 3, 2, 1
-    g = build_weighting("aligned-mtl", TASKS).aggregate(J)
+    g = build_weighting("aligned-mtl", TASKS).aggregate(J, CTX)
     # The aligned system is orthogonal with every norm the smallest singular value (1); g combines it
     # with equal weights, so every coordinate is the same.
     torch.testing.assert_close(g, g[0].expand(3))
@@ -187,7 +190,7 @@ def test_aligned_mtl_equalises_orthogonal_gradients_to_the_smallest_norm():
 def test_graddrop_keeps_one_sign_per_coordinate():
     J = torch.tensor([[1.0, -2.0, 3.0, -1.0], [2.0, -1.0, -3.0, 2.0], [0.5, -0.5, 1.0, 1.0]])
     torch.manual_seed(0)
-    g = build_weighting("graddrop", TASKS).aggregate(J)
+    g = build_weighting("graddrop", TASKS).aggregate(J, CTX)
     torch.testing.assert_close(g[:2], J[:, :2].sum(0))  # one sign only: nothing dropped
     for j in (2, 3):
         pos, neg = J[:, j].clamp(min=0).sum(), J[:, j].clamp(max=0).sum()
@@ -200,7 +203,7 @@ def test_nash_mtl_solves_the_bargaining_equation():
     pair = {"semantic": "classification", "depth": "regression"}
     m = build_weighting("nash-mtl", pair, max_norm=0.0, optim_niter=200)
     J = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
-    m.aggregate(J)
+    m.aggregate(J, CTX)
     alpha = torch.tensor([float(m.logs()[f"weight/{t}"]) for t in pair])
     torch.testing.assert_close(alpha, torch.tensor([1 / 3, 1 / 4]), rtol=1e-3, atol=0)
     G = J @ J.T
@@ -216,11 +219,11 @@ def test_nash_mtl_solver_failures_are_counted_or_fatal(monkeypatch):
 
     monkeypatch.setattr(cvxpy.Problem, "solve", failing)
     counted = build_weighting("nash-mtl", TASKS)
-    counted.aggregate(jacobian(0))
+    counted.aggregate(jacobian(0), CTX)
     assert int(counted.solver_failures) >= 1 and float(counted.logs()["nash/solver_failures"]) >= 1
     fatal = build_weighting("nash-mtl", TASKS, on_solver_failure="error")
     with pytest.raises(SolverFailure, match="injected"):
-        fatal.aggregate(jacobian(0))
+        fatal.aggregate(jacobian(0), CTX)
 
 
 def test_nash_mtl_needs_ecos(monkeypatch):
@@ -236,7 +239,8 @@ def test_rlw_weights_are_random_positive_and_sum_to_one():
     draws = []
     for seed in range(3):
         torch.manual_seed(seed)
-        _, logs = m(losses_of((2.0, 8.0, 0.5)))
+        losses = losses_of((2.0, 8.0, 0.5))
+        _, logs = m(losses, StepContext.of(losses))
         w = torch.stack([logs[f"weight/{t}"] for t in TASKS])
         assert bool((w > 0).all()) and float(w.sum()) == pytest.approx(1.0)
         draws.append(w)
@@ -244,22 +248,24 @@ def test_rlw_weights_are_random_positive_and_sum_to_one():
 
 
 def test_gls_and_scale_invariant_hand_computed():
-    total, logs = build_weighting("gls", TASKS)(losses_of((1.0, 4.0, 16.0)))
+    losses = losses_of((1.0, 4.0, 16.0))
+    total, logs = build_weighting("gls", TASKS)(losses, StepContext.of(losses))
     assert float(total.detach()) == pytest.approx(4.0)  # (1 * 4 * 16)^(1/3)
     assert [float(logs[f"weight/{t}"]) for t in TASKS] == pytest.approx([4 / 3, 1 / 3, 1 / 12])  # total / (K L)
-    total, logs = build_weighting("scale-invariant", TASKS)(losses_of((1.0, 4.0, 16.0)))
+    total, logs = build_weighting("scale-invariant", TASKS)(losses, StepContext.of(losses))
     assert float(total.detach()) == pytest.approx(math.log(64.0))
     assert [float(logs[f"weight/{t}"]) for t in TASKS] == pytest.approx([1.0, 0.25, 1 / 16])  # 1 / L
 
 
 def test_imtl_l_scales_each_loss_to_one():
     m = build_weighting("imtl-l", TASKS)
-    total, _ = m(losses_of((2.0, 8.0, 0.5)))
+    losses = losses_of((2.0, 8.0, 0.5))
+    total, _ = m(losses, StepContext.of(losses))
     assert float(total.detach()) == pytest.approx(10.5)  # s = 0: the plain sum
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     for _ in range(300):
         opt.zero_grad()
-        m({t: v.detach() for t, v in losses_of((2.0, 8.0, 0.5)).items()})[0].backward()
+        m(detached := {t: v.detach() for t, v in losses.items()}, StepContext.of(detached))[0].backward()
         opt.step()
     scaled = torch.exp(m.scalarizer.log_scale.detach()) * torch.tensor([2.0, 8.0, 0.5])
     torch.testing.assert_close(scaled, torch.ones(3), rtol=1e-3, atol=1e-3)

@@ -13,6 +13,7 @@ from losses import METHODS, StepContext, build_weighting
 
 LOG2 = math.log(2)  # s = log 2, i.e. sigma^2 = 2, exp(-s) = 0.5
 KINDS = {"semantic": "classification", "depth": "regression"}
+CTX = StepContext.of()  # the context of a call outside a training run
 
 
 def three(value: float = 3.0) -> dict[str, torch.Tensor]:
@@ -20,7 +21,7 @@ def three(value: float = 3.0) -> dict[str, torch.Tensor]:
 
 
 def run(weighting, losses):
-    total, logs = weighting(losses)
+    total, logs = weighting(losses, StepContext.of(losses))
     total.backward()
     grads_l = {t: v.grad.item() for t, v in losses.items()}
     grads_s = {t: p.grad.item() for t, p in weighting.log_vars.items()}
@@ -90,9 +91,10 @@ def test_sigma2_converges_to_the_loss_scale(form, kind, optimum):
     loss = torch.tensor(5.0)
     for _ in range(500):
         opt.zero_grad()
-        w({"depth": loss})[0].backward()
+        w({"depth": loss}, StepContext.of({"depth": loss}))[0].backward()
         opt.step()
-    assert float(w({"depth": loss})[1]["sigma2/depth"]) == pytest.approx(optimum * 5.0, rel=1e-3)
+    sigma2 = w({"depth": loss}, StepContext.of({"depth": loss}))[1]["sigma2/depth"]
+    assert float(sigma2) == pytest.approx(optimum * 5.0, rel=1e-3)
 
 
 def test_log_variances_are_float32_parameters_and_learn():
@@ -102,7 +104,7 @@ def test_log_variances_are_float32_parameters_and_learn():
     assert len(params) == 3 and all(p.dtype == torch.float32 and p.requires_grad for p in params)
     losses = {"semantic": torch.tensor(2.0, dtype=torch.bfloat16), "instance": torch.tensor(40.0),
               "depth": torch.tensor(0.1)}
-    total, _ = w(losses)
+    total, _ = w(losses, StepContext.of(losses))
     assert total.dtype == torch.float32
     total.backward()
     assert all(p.grad is not None and p.grad.item() != 0 for p in params)
@@ -117,7 +119,7 @@ def test_fixed_weights():
     assert list(w.parameters()) == []
     losses = {"semantic": torch.tensor(3.0, requires_grad=True), "instance": torch.tensor(4.0, requires_grad=True),
               "depth": torch.tensor(10.0, requires_grad=True)}
-    total, logs = w(losses)
+    total, logs = w(losses, StepContext.of(losses))
     assert total.item() == pytest.approx(2 * 3 + 4 + 0.1 * 10)  # instance absent from weights: 1
     total.backward()
     assert [losses[t].grad.item() for t in ("semantic", "instance", "depth")] == pytest.approx([2.0, 1.0, 0.1])
@@ -126,7 +128,7 @@ def test_fixed_weights():
 
 def test_fixed_single_task_and_weights_for_untrained_tasks():
     w = build_weighting("fixed", {"depth": "regression"})
-    total, logs = w({"depth": torch.tensor(0.7)})
+    total, logs = w({"depth": torch.tensor(0.7)}, StepContext.of({"depth": 0.7}))
     assert total.item() == pytest.approx(0.7) and logs == {"weight/depth": 1.0}
     with pytest.raises(ValueError, match=r"\['semantic'\].*not trained"):
         build_weighting("fixed", {"depth": "regression"}, weights={"semantic": 1.0})
@@ -149,7 +151,7 @@ def test_errors_name_the_cause():
         build_weighting("uncertainty", {"depth": "ordinal"})
     w = build_weighting("uncertainty", KINDS)
     with pytest.raises(ValueError, match="losses are for tasks"):
-        w({"semantic": torch.tensor(1.0)})
+        w({"semantic": torch.tensor(1.0)}, StepContext.of({"semantic": 1.0}))
     with pytest.raises(ValueError, match="space must be"):
         build_weighting("pcgrad", KINDS, space="outputs")
 
@@ -252,7 +254,7 @@ def test_dwa_state_round_trips():
 def test_gradient_mean_is_the_mean_row_and_logs_its_weights():
     J = torch.tensor([[1.0, 2.0, -3.0], [3.0, 0.0, 1.0]])
     m = build_weighting("gradient-mean", KINDS)
-    torch.testing.assert_close(m.aggregate(J), torch.tensor([2.0, 1.0, -1.0]))
+    torch.testing.assert_close(m.aggregate(J, CTX), torch.tensor([2.0, 1.0, -1.0]))
     assert {k: float(v) for k, v in m.logs().items()} == {"weight/semantic": 0.5, "weight/depth": 0.5}
 
 
@@ -261,18 +263,18 @@ def test_pcgrad_removes_the_conflicting_component():
     # g2' = g2 - (g2.g1/|g1|^2) g1 = (0, 1). PCGrad returns g1' + g2' = (0.5, 1.5), which has a
     # non-negative inner product with both task gradients.
     J = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
-    g = build_weighting("pcgrad", KINDS).aggregate(J)
+    g = build_weighting("pcgrad", KINDS).aggregate(J, CTX)
     torch.testing.assert_close(g, torch.tensor([0.5, 1.5]))
     assert (J @ g >= 0).all()
     # Without conflict it is the plain sum.
-    torch.testing.assert_close(build_weighting("pcgrad", KINDS).aggregate(torch.eye(2)), torch.ones(2))
+    torch.testing.assert_close(build_weighting("pcgrad", KINDS).aggregate(torch.eye(2), CTX), torch.ones(2))
 
 
 def test_pcgrad_is_exactly_torchjd_on_a_random_matrix():
     J = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
     tasks = {"semantic": "classification", "instance": "regression", "depth": "regression"}
     torch.manual_seed(5)
-    ours = build_weighting("pcgrad", tasks).aggregate(J)
+    ours = build_weighting("pcgrad", tasks).aggregate(J, CTX)
     torch.manual_seed(5)
     theirs = TorchJDPCGrad()(J)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
@@ -280,4 +282,4 @@ def test_pcgrad_is_exactly_torchjd_on_a_random_matrix():
 
 def test_aggregate_checks_the_matrix_shape():
     with pytest.raises(ValueError, match=r"J must be \(tasks=2, n\)"):
-        build_weighting("pcgrad", KINDS).aggregate(torch.zeros(3, 4))
+        build_weighting("pcgrad", KINDS).aggregate(torch.zeros(3, 4), CTX)

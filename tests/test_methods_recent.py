@@ -15,6 +15,7 @@ from losses.torchjd_state import SolverFailure
 
 PAIR = {"semantic": "classification", "depth": "regression"}
 TASKS = {"semantic": "classification", "instance": "regression", "depth": "regression"}
+CTX = StepContext.of()  # the context of a call outside a training run
 
 
 def ctx(losses, epoch: int = 0) -> StepContext:
@@ -44,7 +45,7 @@ def test_fairgrad_orthogonal_gradients(alpha):
     """G w = w^(-1/alpha) with G = diag(9, 16): a^2 w = w^(-1/alpha), so w = a^(-2 alpha / (1 + alpha))
     (alpha = 1: w = 1/a and g is the sum of the unit gradients)."""
     m = build_weighting("fairgrad", PAIR, alpha=alpha)
-    g = m.aggregate(ORTHOGONAL)
+    g = m.aggregate(ORTHOGONAL, CTX)
     expected = [3.0 ** (-2 * alpha / (1 + alpha)), 4.0 ** (-2 * alpha / (1 + alpha))]
     assert weights(m) == pytest.approx(expected, rel=1e-4)
     torch.testing.assert_close(g, torch.tensor([3 * expected[0], 4 * expected[1]]), rtol=1e-4, atol=0)
@@ -54,7 +55,7 @@ def test_fairgrad_orthogonal_gradients(alpha):
 
 
 def test_fairgrad_alpha_0_is_the_mean():
-    torch.testing.assert_close(build_weighting("fairgrad", PAIR, alpha=0.0).aggregate(ORTHOGONAL),
+    torch.testing.assert_close(build_weighting("fairgrad", PAIR, alpha=0.0).aggregate(ORTHOGONAL, CTX),
                                torch.tensor([1.5, 2.0]))
 
 
@@ -64,20 +65,20 @@ def test_fairgrad_solver_failures_are_counted_or_fatal(monkeypatch):
     import torchjd.aggregation._fairgrad as fairgrad_module
 
     good = build_weighting("fairgrad", PAIR)
-    good.aggregate(ORTHOGONAL)
+    good.aggregate(ORTHOGONAL, CTX)
 
     class Result:
         x = [5.0, 5.0]
 
     monkeypatch.setattr(fairgrad_module, "least_squares", lambda *a, **k: Result())
     m = build_weighting("fairgrad", PAIR)
-    torch.testing.assert_close(m.aggregate(ORTHOGONAL), torch.tensor([1.5, 2.0]))  # uniform 1/2
+    torch.testing.assert_close(m.aggregate(ORTHOGONAL, CTX), torch.tensor([1.5, 2.0]))  # uniform 1/2
     assert int(m.solver_failures) == 1 and float(m.logs()["fairgrad/solver_failures"]) == 1
-    torch.testing.assert_close(good.aggregate(ORTHOGONAL), torch.ones(2), rtol=1e-4, atol=0)  # last good weights
+    torch.testing.assert_close(good.aggregate(ORTHOGONAL, CTX), torch.ones(2), rtol=1e-4, atol=0)  # last good weights
     assert int(good.solver_failures) == 1
     fatal = build_weighting("fairgrad", PAIR, on_solver_failure="error")
     with pytest.raises(SolverFailure, match="residual"):
-        fatal.aggregate(ORTHOGONAL)
+        fatal.aggregate(ORTHOGONAL, CTX)
 
 
 # ----------------------------------------------------------------------------- STCH
@@ -140,13 +141,13 @@ def test_excess_mtl_hand_computed():
     over the baseline: (0.707, 0.707), an equal step for both, so the weights do not change."""
     J = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     m = build_weighting("excess-mtl", PAIR, robust_step_size=0.5)
-    m.aggregate(J)
+    m.aggregate(J, CTX)
     expected = [1 / (1 + math.exp(0.5)), math.exp(0.5) / (1 + math.exp(0.5))]
     assert weights(m) == pytest.approx(expected, rel=1e-5)
     fresh = roundtrip(m, "excess-mtl", robust_step_size=0.5)
-    m.aggregate(J)
+    m.aggregate(J, CTX)
     assert weights(m) == pytest.approx(expected, rel=1e-5)
-    fresh.aggregate(J)
+    fresh.aggregate(J, CTX)
     assert weights(fresh) == pytest.approx(expected, rel=1e-5)  # the accumulator and baseline came back
 
 
@@ -157,10 +158,10 @@ def test_pcd_hand_computed_and_primary_option():
     vectors. d = argmin ||d - e1||^2 s.t. d_2 >= tau: d = (1, tau), rescaled to ||g1|| = 2."""
     J = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
     tau = 0.5
-    g = build_weighting("pcd", PAIR, tau=tau).aggregate(J)
+    g = build_weighting("pcd", PAIR, tau=tau).aggregate(J, CTX)
     torch.testing.assert_close(g, torch.tensor([1.0, tau]) * 2 / math.hypot(1, tau), rtol=1e-5, atol=1e-6)
     # depth primary: d = (tau, 1) rescaled to ||g2|| = 3.
-    g = build_weighting("pcd", PAIR, tau=tau, primary="depth").aggregate(J)
+    g = build_weighting("pcd", PAIR, tau=tau, primary="depth").aggregate(J, CTX)
     torch.testing.assert_close(g, torch.tensor([tau, 1.0]) * 3 / math.hypot(1, tau), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="instance"):
         build_weighting("pcd", PAIR, primary="instance")
@@ -174,10 +175,10 @@ def test_pcd_solver_failures_are_counted(monkeypatch):
 
     monkeypatch.setattr(pcd_module, "_solve_qp", failing)
     m = build_weighting("pcd", PAIR)
-    torch.testing.assert_close(m.aggregate(ORTHOGONAL), torch.tensor([1.5, 2.0]))  # uniform fallback
+    torch.testing.assert_close(m.aggregate(ORTHOGONAL, CTX), torch.tensor([1.5, 2.0]))  # uniform fallback
     assert int(m.solver_failures) == 1 and float(m.logs()["pcd/solver_failures"]) == 1
     with pytest.raises(SolverFailure, match="injected"):
-        build_weighting("pcd", PAIR, on_solver_failure="error").aggregate(ORTHOGONAL)
+        build_weighting("pcd", PAIR, on_solver_failure="error").aggregate(ORTHOGONAL, CTX)
 
 
 # ----------------------------------------------------------------------------- MoCo
@@ -210,16 +211,16 @@ def test_modo_hand_computed_and_double_sampling():
     step's matrix is J_prev J^T."""
     J1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     m = build_weighting("modo", PAIR, gamma=0.1, rho=0.0)
-    torch.testing.assert_close(m.aggregate(J1), torch.tensor([0.575, 0.85]))
+    torch.testing.assert_close(m.aggregate(J1, CTX), torch.tensor([0.575, 0.85]))
     J2 = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    m.aggregate(J2)
+    m.aggregate(J2, CTX)
     A = J1 @ J2.T  # [[1, 1], [2, 2]] (not symmetric: two batches)
     lam = torch.tensor([0.575, 0.425])
     step = lam - 0.1 * (A @ lam)  # (0.475, 0.375): sum 0.85, +0.075 each
     assert weights(m) == pytest.approx((step + (1 - step.sum()) / 2).tolist(), rel=1e-6)
     same = build_weighting("modo", PAIR, gamma=0.1, rho=0.0, sampling="same")
-    same.aggregate(J1)
-    same.aggregate(J2)
+    same.aggregate(J1, CTX)
+    same.aggregate(J2, CTX)
     assert weights(same) != pytest.approx(weights(m))
     with pytest.raises(ValueError, match="sampling: same"):
         build_weighting("modo", PAIR, space="features")
@@ -230,7 +231,7 @@ def test_sdmgrad_follows_its_inner_iterations():
     w with gradient A_n (w + lambda w~), each step projected onto the simplex."""
     J = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     m = build_weighting("sdmgrad", PAIR, sampling="same")
-    g = m.aggregate(J)
+    g = m.aggregate(J, CTX)
     A = J @ J.T
     A = A / (A.diagonal().sqrt().mean() ** 2 + 1e-8)
     w, v, lam, uniform = torch.tensor([0.5, 0.5]), None, 0.3, torch.tensor([0.5, 0.5])
@@ -253,17 +254,17 @@ def test_auto_lambda_meta_step_hand_computed():
     step moves each weight by lr against the gradient's sign."""
     J1, J2 = torch.eye(2), torch.tensor([[2.0, 0.0], [0.0, -1.0]])
     m = build_weighting("auto-lambda", PAIR)
-    torch.testing.assert_close(m.aggregate(J1), torch.tensor([0.1, 0.1]))
+    torch.testing.assert_close(m.aggregate(J1, CTX), torch.tensor([0.1, 0.1]))
     fresh = roundtrip(m, "auto-lambda")
-    g = m.aggregate(J2)
+    g = m.aggregate(J2, CTX)
     assert weights(m) == pytest.approx([0.1 + 1e-4, 0.1 - 1e-4], rel=1e-5)
     torch.testing.assert_close(g, torch.tensor([2 * (0.1 + 1e-4), -(0.1 - 1e-4)]))
-    assert torch.equal(fresh.aggregate(J2), g)  # J_prev and Adam's state came back
+    assert torch.equal(fresh.aggregate(J2, CTX), g)  # J_prev and Adam's state came back
     assert m.optimizer_parameters() == []
     # Semantic primary: the depth weight gets a zero meta-gradient and stays.
     p = build_weighting("auto-lambda", PAIR, primary="semantic")
-    p.aggregate(J1)
-    p.aggregate(J2)
+    p.aggregate(J1, CTX)
+    p.aggregate(J2, CTX)
     assert weights(p) == pytest.approx([0.1 + 1e-4, 0.1], rel=1e-5)
 
 
@@ -273,7 +274,7 @@ def test_rgw_weights_are_a_random_convex_combination():
     m = build_weighting("rgw", TASKS)
     J = torch.eye(3)
     torch.manual_seed(0)
-    g = m.aggregate(J)
+    g = m.aggregate(J, CTX)
     torch.manual_seed(0)
     expected = torch.softmax(torch.randn(3), 0)
     torch.testing.assert_close(g, expected)
@@ -284,12 +285,12 @@ def test_cr_mogm_averages_the_mgda_weights():
     """Step 1, J = I: MGDA's weights (1/2, 1/2), taken as they are. Step 2, J = diag(1, 2): MGDA's
     weights are proportional to 1/||g_k||^2: (0.8, 0.2); averaged: 0.9 (0.5, 0.5) + 0.1 (0.8, 0.2)."""
     m = build_weighting("cr-mogm", PAIR)
-    m.aggregate(torch.eye(2))
+    m.aggregate(torch.eye(2), CTX)
     assert weights(m) == pytest.approx([0.5, 0.5], abs=2e-3)
     fresh = roundtrip(m, "cr-mogm")
-    m.aggregate(torch.diag(torch.tensor([1.0, 2.0])))
+    m.aggregate(torch.diag(torch.tensor([1.0, 2.0])), CTX)
     assert weights(m) == pytest.approx([0.53, 0.47], abs=2e-3)
-    fresh.aggregate(torch.diag(torch.tensor([1.0, 2.0])))
+    fresh.aggregate(torch.diag(torch.tensor([1.0, 2.0])), CTX)
     assert weights(fresh) == weights(m)
 
 

@@ -13,6 +13,7 @@ from engine.build import build_parts
 from engine.config import load_config
 from engine.step import NonFiniteLossError, train_step
 from losses import METHODS, LossMethod
+from losses.base import Weighting
 from tasks import TASKS
 
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
@@ -108,7 +109,7 @@ def test_non_finite_gradient_without_scaler_is_an_error(batch):
 
 def test_aggregate_of_the_wrong_shape_is_an_error(batch, monkeypatch):
     p = parts("method.name=gradient-mean")
-    monkeypatch.setattr(p.method, "aggregate", lambda J, ctx=None: J[0, :10])
+    monkeypatch.setattr(p.method, "aggregate", lambda J, ctx: J[0, :10])
     with pytest.raises(RuntimeError, match="aggregate returned shape"):
         train_step(p, batch, 0)
 
@@ -124,10 +125,10 @@ class Probe(LossMethod):
     Options = ProbeOptions
     seen: list = []
 
-    def forward(self, losses, ctx=None):
+    def weigh(self, losses, ctx):
         draw = float(torch.rand(()))  # a method's random numbers: seeded from (seed, step)
         self.seen.append(("forward", ctx.step, ctx.epoch, {t: float(v) for t, v in ctx.losses.items()}, draw))
-        return sum(losses.values()) * self.options.scale, {}
+        return Weighting({t: self.options.scale for t in self.tasks})
 
     def after_step(self, ctx):
         buffers = [b.clone() for b in self._model.buffers()]

@@ -17,7 +17,7 @@ import engine.step
 import train
 from engine.build import build_optimizer, poly_schedule
 from engine.config import load_config
-from losses import build_weighting, task_losses
+from losses import StepContext, build_weighting, task_losses
 from models import build_model
 from tasks import TASK_KINDS, TASKS
 
@@ -63,7 +63,8 @@ def test_one_step_lowers_the_loss_and_moves_log_variances(synthetic_root):
     model.eval()  # fixed BN statistics so the two evaluations see the same function
 
     def total():
-        return weighting(task_losses(model(batch["image"]), batch))[0]
+        losses = task_losses(model(batch["image"]), batch)
+        return weighting(losses, StepContext.of(losses))[0]
 
     before = total()
     opt.zero_grad()
