@@ -2,6 +2,7 @@
 train.py for a stateful loss-space method and a gradient-space method (identical replicas, exact resume,
 the replica check)."""
 
+import contextlib
 import json
 import os
 import socket
@@ -168,26 +169,28 @@ train.main(sys.argv[1:])
 """
 
 
-def test_resume_after_sigkill_gives_identical_weights(synthetic_root, tmp_path):
+def test_resume_after_sigkill_gives_identical_weights(synthetic_root, tmp_path, capsys):
     """Killed between checkpoints (step 5 of 8, last checkpoint at 4), then resumed: the final
-    weights equal those of an uninterrupted run bit for bit."""
+    weights equal those of an uninterrupted run bit for bit. Only the killed run is a process of its own;
+    the uninterrupted run and the resume run here, on one thread like it (suite time: one torch import)."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     common = ["optim.iterations=8", "ckpt_every=2", "data.flip=true", "data.scale=[0.8,1.2]", "data.crop=[24,48]"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    run = [sys.executable, str(script)]
-    done = subprocess.run(run + tiny_args(synthetic_root, whole, *common), cwd=ROOT, env=env | {"KILL_AT_CALL": "0"},
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    killed = subprocess.run(run + tiny_args(synthetic_root, broken, *common), cwd=ROOT,
+    killed = subprocess.run([sys.executable, str(script), *tiny_args(synthetic_root, broken, *common)], cwd=ROOT,
                             env=env | {"KILL_AT_CALL": "6"}, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
     assert torch.load(broken / "checkpoint.pt", weights_only=True)["step"] == 4
-    resumed = subprocess.run([sys.executable, "train.py", *tiny_args(synthetic_root, broken, *common)], cwd=ROOT,
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train.main(tiny_args(synthetic_root, whole, *common))
+        capsys.readouterr()
+        train.main(tiny_args(synthetic_root, broken, *common))
+    finally:
+        torch.set_num_threads(threads)
+    assert "resuming" in capsys.readouterr().out
     a, b = _weights(whole / "checkpoint.pt"), _weights(broken / "checkpoint.pt")
     assert a.keys() == b.keys()
     for k in a:
@@ -229,35 +232,97 @@ def _ddp_worker(rank, world, port, args, out, stop_at=None, perturb_at=None):
     except SystemExit as e:
         (Path(out) / f"rank{rank}.exit").write_text(str(e.code))
         return
+    finally:
+        train.train_step = real  # the next case of the same process trains with the real step
     # Parameters and the method's state must agree; BatchNorm running statistics stay per process (no sync_bn).
     state = {k: v.detach() for k, v in result["model"].named_parameters()}
     state |= {f"method.{k}": v for k, v in result["method"].state_dict().items()}
     torch.save(state, Path(out) / f"rank{rank}.pt")
 
 
-def _spawn(args, out, **kw):
-    out.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), args, str(out), kw.get("stop_at"), kw.get("perturb_at")),
-             nprocs=2, join=True)
+def ddp_case(name, args, out, stop_at=None, perturb_at=None, patch=None) -> dict:
+    """One train.py run of a run_ddp_cases() process group: stopped before step `stop_at`, replica 1 perturbed
+    after step `perturb_at`, and trained inside the context manager `patch` (a module-level function)."""
+    return {"name": name, "args": args, "out": str(out), "stop_at": stop_at, "perturb_at": perturb_at,
+            "patch": patch}
 
 
-@pytest.mark.parametrize("method", [
-    ["method.name=uncertainty"],  # loss-space with learnable state outside DDP: its gradients all-reduced
+def _ddp_cases_worker(rank, world, ports, cases):
+    """Runs the cases one after the other, each in its own process group (train.main destroys it at the end).
+    After a stopped case rank 0 notes the step of the checkpoint it left and whether metrics.json exists."""
+    for port, case in zip(ports, cases):
+        try:
+            with case["patch"]() if case["patch"] else contextlib.nullcontext():
+                _ddp_worker(rank, world, port, case["args"], case["out"], case["stop_at"], case["perturb_at"])
+        except Exception as e:
+            raise RuntimeError(f"DDP case {case['name']!r} failed on rank {rank}: {e!r}") from e
+        if case["stop_at"] is not None and rank == 0:
+            run = _run_dir(case["args"])
+            step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+            (Path(case["out"]) / "stopped.json").write_text(json.dumps(
+                {"checkpoint_step": step, "metrics_json": (run / "metrics.json").exists()}))
+
+
+def _run_dir(args) -> Path:
+    return Path([a for a in args if a.startswith("run_dir=")][-1].removeprefix("run_dir="))
+
+
+def run_ddp_cases(cases: list[dict]) -> None:
+    """All `cases` in one spawned pair of gloo processes (one start-up, torch imported once per process)."""
+    for case in cases:
+        Path(case["out"]).mkdir(parents=True, exist_ok=True)
+    ports = set()
+    while len(ports) < len(cases):
+        ports.add(_free_port())
+    mp.spawn(_ddp_cases_worker, args=(2, sorted(ports), cases), nprocs=2, join=True)
+
+
+# Replica identity and exact resume under DDP, one method of each kind:
+DDP_METHODS = {
+    "uncertainty": ["method.name=uncertainty"],  # loss-space with learnable state outside DDP: gradients all-reduced
     # dwa (loss-space with state) is not repeated here for suite time: its replica identity under DDP is in
     # test_method_zoo, its exact resume in test_method_zoo's resume test.
-    ["method.name=pcgrad"],  # gradient-space, random task order: seeded from (seed, step) on both processes
-    ["method.name=gradient-mean", "method.gradient-mean.space=features"],  # J of the features: all-gathered
-], ids=["uncertainty", "pcgrad", "features"])
-def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(synthetic_root, tmp_path, method):
+    "pcgrad": ["method.name=pcgrad"],  # gradient-space, random task order: seeded from (seed, step) on both processes
+    "features": ["method.name=gradient-mean", "method.gradient-mean.space=features"],  # J of the features: gathered
+}
+THIRD = "method.fixed.weights={semantic: 0.3333333333333333, instance: 0.3333333333333333, " \
+        "depth: 0.3333333333333333}"
+
+
+@pytest.fixture(scope="module")
+def ddp(synthetic_root, tmp_path_factory) -> Path:
+    """Every DDP case of this file, trained once in one process group; the tests below read the results.
+    Under xdist the tests that use it are one group (xdist_group "ddp-train"), so one worker trains them."""
+    base = tmp_path_factory.mktemp("ddp-train")
+    cases = []
+    for name, method in DDP_METHODS.items():  # 2 processes x batch 1 on 4 frames: 2 steps per epoch
+        common = ["optim.iterations=6", "ckpt_every=2", "device=cpu", *method]
+        whole, broken = base / name / "whole", base / name / "broken"
+        cases += [ddp_case(f"{name}: whole run", tiny_args(synthetic_root, whole / "run", *common), whole),
+                  ddp_case(f"{name}: stopped at step 5", tiny_args(synthetic_root, broken / "run", *common), broken,
+                           stop_at=5),
+                  ddp_case(f"{name}: resumed", tiny_args(synthetic_root, broken / "run", *common), broken)]
+    common = ["optim.iterations=1", "ckpt_every=1", "device=cpu", "data.flip=false"]
+    for space in ("parameters", "features"):
+        cases.append(ddp_case(f"gradient-mean, {space}", tiny_args(
+            synthetic_root, base / f"jd-{space}" / "run", *common, "method.name=gradient-mean",
+            f"method.gradient-mean.space={space}"), base / f"jd-{space}"))
+    cases.append(ddp_case("fixed 1/3", tiny_args(synthetic_root, base / "loss" / "run", *common, "method.name=fixed",
+                                                 THIRD), base / "loss"))
+    cases.append(ddp_case("replica 1 perturbed", tiny_args(synthetic_root, base / "differ" / "run",
+                                                           "optim.iterations=4", "ckpt_every=2", "device=cpu"),
+                          base / "differ", perturb_at=1))
+    run_ddp_cases(cases)
+    return base
+
+
+@pytest.mark.xdist_group("ddp-train")
+@pytest.mark.parametrize("method", list(DDP_METHODS))
+def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(ddp, method):
     """2 processes x batch 1 on 4 frames: 2 steps per epoch. The whole run (6 steps) against one stopped at
     step 5 (after the checkpoint at 4) and resumed: identical replicas and identical final weights."""
-    common = ["optim.iterations=6", "ckpt_every=2", "device=cpu", *method]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _spawn(tiny_args(synthetic_root, whole / "run", *common), whole)
-    _spawn(tiny_args(synthetic_root, broken / "run", *common), broken, stop_at=5)
-    assert torch.load(broken / "run" / "checkpoint.pt", weights_only=True)["step"] == 4
-    assert not (broken / "run" / "metrics.json").exists()
-    _spawn(tiny_args(synthetic_root, broken / "run", *common), broken)
+    whole, broken = ddp / method / "whole", ddp / method / "broken"
+    assert json.loads((broken / "stopped.json").read_text()) == {"checkpoint_step": 4, "metrics_json": False}
     for run in (whole, broken):
         r0, r1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
         assert r0.keys() == r1.keys()
@@ -268,39 +333,29 @@ def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(synthetic_root
     a, b = (torch.load(run / "rank0.pt", weights_only=True) for run in (whole, broken))
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    if method[0] == "method.name=uncertainty":  # the log-variances trained
+    if method == "uncertainty":  # the log-variances trained
         start = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in TASKS}).state_dict()  # the paper's tasks
         assert all(not torch.equal(a[f"method.{k}"], v) for k, v in start.items())
-    if method[0] == "method.name=dwa":  # the history was in use after the resume: weights not uniform
-        log = [json.loads(x) for x in (broken / "run" / "metrics.jsonl").read_text().splitlines()]
-        last = [x for x in log if "weight/depth" in x][-1]
-        assert last["step"] == 6 and last["weight/depth"] != 1.0
 
 
+@pytest.mark.xdist_group("ddp-train")
 @pytest.mark.parametrize("space", ["parameters", "features"])
-def test_two_process_gradient_mean_is_ddp_averaged_like_the_loss_space_mean(synthetic_root, tmp_path, space):
+def test_two_process_gradient_mean_is_ddp_averaged_like_the_loss_space_mean(ddp, space):
     """Under DDP the gradient-space mean must give the shared parameters the same update as the loss-space
     mean (fixed weights 1/3), whose gradients DDP averages over processes: J is reduced, not rank 0's own."""
-    third = "method.fixed.weights={semantic: 0.3333333333333333, instance: 0.3333333333333333, " \
-            "depth: 0.3333333333333333}"
-    common = ["optim.iterations=1", "ckpt_every=1", "device=cpu", "data.flip=false"]
-    _spawn(tiny_args(synthetic_root, tmp_path / "jd" / "run", *common, "method.name=gradient-mean",
-                     f"method.gradient-mean.space={space}"), tmp_path / "jd")
-    _spawn(tiny_args(synthetic_root, tmp_path / "loss" / "run", *common, "method.name=fixed", third),
-           tmp_path / "loss")
-    a, b = (torch.load(tmp_path / run / "rank0.pt", weights_only=True) for run in ("jd", "loss"))
+    a, b = (torch.load(ddp / run / "rank0.pt", weights_only=True) for run in (f"jd-{space}", "loss"))
     shared = [k for k in a if k.startswith(("backbone.", "aspp."))]
     assert len(shared) > 50
     for k in shared:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-def test_two_process_replicas_that_differ_stop_the_run(synthetic_root, tmp_path):
-    args = tiny_args(synthetic_root, tmp_path / "run", "optim.iterations=4", "ckpt_every=2", "device=cpu")
-    _spawn(args, tmp_path, perturb_at=1)
+@pytest.mark.xdist_group("ddp-train")
+def test_two_process_replicas_that_differ_stop_the_run(ddp):
     for r in (0, 1):
-        assert "DDP replicas differ at step 2" in (tmp_path / f"rank{r}.exit").read_text()
-    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "metrics.json").exists()
+        assert "DDP replicas differ at step 2" in (ddp / "differ" / f"rank{r}.exit").read_text()
+    assert not (ddp / "differ" / "run" / "checkpoint.pt").exists()
+    assert not (ddp / "differ" / "run" / "metrics.json").exists()
 
 
 def test_missing_dataset_root_exits_with_its_name(tmp_path):
