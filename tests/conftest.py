@@ -93,7 +93,7 @@ SLOW_FIRST = (
     "test_method_zoo.py::test_every_method_keeps_identical_replicas_under_two_process_ddp",
     "test_speed_switches.py::test_two_process_ddp_switches_train_like_the_default",
     "test_reproduce.py::test_killed_run_resumes_and_finished_runs_are_not_retrained",
-    "test_train.py::test_resume_after_sigkill_gives_identical_weights",
+    "test_identity.py::test_resume_after_sigkill_gives_identical_weights",
     "test_aggregate.py::test_committed_tables_regenerate_byte_for_byte",
     "test_layout.py::test_each_package_imports_first",
 )

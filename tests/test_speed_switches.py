@@ -315,7 +315,7 @@ def test_two_process_ddp_switches_train_like_the_default(synthetic_root, tmp_pat
     the default run's weights bit for bit; compiled after the DDP wrap (compile=default), identical replicas
     within float tolerance of the eager run. One reference run serves both, and the three runs share one
     process group start-up (suite time)."""
-    from test_train import ddp_case, run_ddp_cases
+    from test_identity import ddp_case, run_ddp_cases
 
     common = ["optim.iterations=4", "ckpt_every=2", "device=cpu", "data.cache=off", "method.name=gradient-mean"]
     run_ddp_cases([
