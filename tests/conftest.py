@@ -84,3 +84,25 @@ def _default_torch_determinism():
     torch.use_deterministic_algorithms(False)
     yield
     torch.use_deterministic_algorithms(False)
+
+
+# The longest tests (about a minute or more each on two loaded cores) start first, so that neither pytest-xdist
+# worker begins one of them when the other has run out of work. Matched against the test's node id.
+SLOW_FIRST = (
+    "test_launch.py::test_fault_",
+    "test_method_zoo.py::test_every_method_keeps_identical_replicas_under_two_process_ddp",
+    "test_speed_switches.py::test_two_process_ddp_switches_train_like_the_default",
+    "test_reproduce.py::test_killed_run_resumes_and_finished_runs_are_not_retrained",
+    "test_identity.py::test_resume_after_sigkill_gives_identical_weights",
+    "test_aggregate.py::test_committed_tables_regenerate_byte_for_byte",
+    "test_layout.py::test_each_package_imports_first",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Stable reorder: the SLOW_FIRST tests (in that order) before all others. With `--dist loadgroup` the
+    xdist_group groups (several tests that share one expensive fixture) are sent out first, largest first."""
+    def rank(item) -> int:
+        return next((i for i, key in enumerate(SLOW_FIRST) if key in item.nodeid), len(SLOW_FIRST))
+
+    items.sort(key=rank)

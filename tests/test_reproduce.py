@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 import reproduce
-from engine.config import config_from_dict, load_config
+from engine.config import load_config
 from experiments import runner
 from experiments.layout import Paths
 from experiments.manifest import find_manifests, list_manifests
-from experiments.plan import plan, resolve, runs_of, shard
+from experiments.plan import plan, runs_of, shard
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("paper_tiny", "synthetic-cpu")
@@ -139,14 +139,6 @@ def test_plan_shares_identical_runs_and_shards_deterministically():
     assert load_config([ROOT / cmd[3]], cmd[4:]).identity() == jobs[0].run.identity
 
 
-def test_identities_of_committed_rows_are_pinned():
-    """The identity scheme is part of the results' provenance: changing it orphans every committed record."""
-    m = MANIFESTS["table1"]
-    runs = {(r.row.name, r.seed): r.identity for r in runs_of(m, "synthetic-cpu")}
-    assert runs["uncertainty-3task", 0] == "01a9653031d4"
-    assert runs["semantic-only", 1] == resolve(m, m.rows[0], 1, "synthetic-cpu").identity
-
-
 def test_a_bad_row_fails_at_planning_naming_the_manifest_and_row(tmp_path):
     (tmp_path / "experiments").mkdir()
     (tmp_path / "mini.yaml").write_text("optim: {iterations: 1}\n")
@@ -192,31 +184,39 @@ def test_per_gpu_packs_n_trainings_onto_each_gpu(monkeypatch):
 # ----------------------------------------------------------------------------- runner, with a fake trainer
 
 FAKE_TRAIN = textwrap.dedent("""
-    # Stands in for train.py: same command line and run directory contract, no training.
+    # Stands in for train.py: same command line and run directory contract, no training. A command that
+    # known_commands() already parsed in the test process (with train.py's load_config) is looked up in
+    # fake_configs.json beside this script, which spares each launch torch's import; any other command is
+    # parsed here, as train.py would.
     import json, os, sys, time
     from pathlib import Path
-    sys.path.insert(0, os.getcwd())
-    from engine.config import load_config
-    files = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--config"]
-    overrides = [a for a in sys.argv[1:] if "=" in a]
-    cfg = load_config(files, overrides)
-    run_dir = cfg.resolved_run_dir
+    known = Path(sys.argv[0]).with_name("fake_configs.json")
+    cfg = (json.loads(known.read_text()) if known.exists() else {}).get(json.dumps(sys.argv[1:]))
+    if cfg is None:
+        sys.path.insert(0, os.getcwd())
+        from engine.config import load_config
+        files = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--config"]
+        loaded = load_config(files, [a for a in sys.argv[1:] if "=" in a])
+        cfg = {"run_dir": str(loaded.resolved_run_dir), "config": loaded.to_dict(), "identity": loaded.identity(),
+               "tasks": list(loaded.tasks), "seed": loaded.seed}
+    run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "metrics.json").exists():
         sys.exit(0)
     with open(run_dir / "launches.txt", "a") as f:
         f.write(f"{os.environ['OMP_NUM_THREADS']}\\n")
     (run_dir / "gpu.txt").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "none"))
-    if os.environ.get("FAKE_FAIL") == ",".join(cfg.tasks):
+    if os.environ.get("FAKE_FAIL") == ",".join(cfg["tasks"]):
         sys.exit(3)
     time.sleep(0.05)
     (run_dir / "metrics.jsonl").write_text(
         json.dumps({"step": 1, "sigma2/depth": 2.0, "weight/depth": 0.25}) + "\\n"
         + json.dumps({"step": 2, "sigma2/depth": 2.5, "weight/depth": 0.2}) + "\\n")
-    metrics = {"semantic": {"semantic/miou": 10.0 + cfg.seed}, "depth": {"depth/mean_error_px": 1.0 + cfg.seed}}
+    metrics = {"semantic": {"semantic/miou": 10.0 + cfg["seed"]},
+               "depth": {"depth/mean_error_px": 1.0 + cfg["seed"]}}
     (run_dir / "metrics.json").write_text(json.dumps({
-        "step": 2, "iterations": 2, "config": cfg.to_dict(), "identity": cfg.identity(), "command": sys.argv,
-        "git_commit": "fake", "metrics": {k: v for t in cfg.tasks for k, v in metrics.get(t, {}).items()}}))
+        "step": 2, "iterations": 2, "config": cfg["config"], "identity": cfg["identity"], "command": sys.argv,
+        "git_commit": "fake", "metrics": {k: v for t in cfg["tasks"] for k, v in metrics.get(t, {}).items()}}))
 """)
 SUBSET = {"table1": ["semantic-only", "depth-only", "uncertainty-semantic-depth"],
           "figure2a": ["fig2a-semantic1-depth0", "fig2a-semantic0.5-depth0.5", "fig2a-semantic0-depth1"],
@@ -238,7 +238,22 @@ def fake(tmp_path):
     (configs / "mini.yaml").write_text("model: {backbone: resnet18}\noptim: {iterations: 1}\n")
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAIN)
-    return Paths(configs, tmp_path / "runs", tmp_path / "results"), script
+    paths = Paths(configs, tmp_path / "runs", tmp_path / "results")
+    known_commands(paths, script)
+    return paths, script
+
+
+def known_commands(paths: Paths, script: Path) -> None:
+    """Parse, here and with train.py's load_config, the command of every run the manifests under `paths` plan
+    (the fake trainer then need not import torch): each command must load to its run's own identity."""
+    known = {}
+    for job in plan("mini", list_manifests(paths.manifests), paths=paths):
+        args = job.command(python=sys.executable, train_script=script)[2:]
+        cfg = load_config([args[i + 1] for i, a in enumerate(args) if a == "--config"], [a for a in args if "=" in a])
+        assert cfg.identity() == job.run.identity, args
+        known[json.dumps(args)] = {"run_dir": str(cfg.resolved_run_dir), "config": cfg.to_dict(),
+                                   "identity": cfg.identity(), "tasks": list(cfg.tasks), "seed": cfg.seed}
+    (script.parent / "fake_configs.json").write_text(json.dumps(known))
 
 
 def launches(paths: Paths) -> dict[str, int]:
@@ -337,6 +352,7 @@ def test_a_new_manifest_needs_no_code(fake, monkeypatch, capsys):
           - {name: pcgrad, config: {tasks: [semantic, depth], method: {name: pcgrad}}}
           - {name: sum, config: {tasks: [semantic, depth], method: {name: fixed}}}
     """))
+    known_commands(paths, script)
     bench = find_manifests(paths.manifests, ["bench"])
     summary = runner.reproduce("mini", bench, None, 2, paths=paths, train_script=script)
     assert len(summary["trained"]) == 3
@@ -413,54 +429,3 @@ def test_killed_run_resumes_and_finished_runs_are_not_retrained(synthetic_root, 
                              data_root=str(synthetic_root))
     assert (len(again["skipped"]), again["trained"], again["failed"]) == (1, [], [])
     assert (run_dir / "train.log").read_text().count("launch: ") == 2  # not launched again
-
-
-def _all_identities() -> dict:
-    """Every manifest row x seed on every preset, and every committed record: -> identity."""
-    out = {}
-    for preset in sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")):
-        # the 2-task protocols' presets (data.format=npy) run only the manifests made for them
-        npy = load_config([ROOT / "configs" / f"{preset}.yaml"]).data.format == "npy"
-        manifests = [m for m in MANIFESTS.values() if m.applies_to(preset) and (m.for_presets or not npy)]
-        for job in plan(preset, manifests, pending=[]):  # weights_from rows wait for records
-            for run in (job.run, *job.aliases):
-                out[preset, run.manifest, run.row.name, run.seed] = run.identity
-    for path in sorted((ROOT / "results").glob("*/runs/*.json")):
-        out[str(path)] = config_from_dict(json.loads(path.read_text())["config"]).identity()
-    return out
-
-
-def test_adding_a_method_or_an_option_changes_no_identity(monkeypatch):
-    """A throw-away method with two options, and a new option with a default on an existing method:
-    no row of any manifest on any preset, and no committed record, changes identity."""
-    import dataclasses
-
-    from losses import METHODS, LossMethod
-    from losses.uncertainty import UncertaintyOptions, UncertaintyWeighting
-
-    before = _all_identities()
-    assert len(set(before.values())) > 40
-
-    @dataclasses.dataclass
-    class ThrowAwayOptions:
-        alpha: float = 0.5
-        mode: str = "mean"
-
-    class ThrowAway(LossMethod):
-        """Scratch method."""
-
-        Options = ThrowAwayOptions
-
-    @dataclasses.dataclass
-    class WiderOptions(UncertaintyOptions):
-        clamp: float | None = None  # a new option, default off
-
-    monkeypatch.setitem(METHODS, "throw-away", ThrowAway)
-    monkeypatch.setattr(UncertaintyWeighting, "Options", WiderOptions)
-    after = _all_identities()
-    assert after == before
-    # ...while the new method and a non-default value of the new option are experiments of their own.
-    assert load_config([], ["method.name=throw-away"]).identity() not in set(before.values())
-    assert load_config([], ["method.uncertainty.clamp=5"]).identity() != load_config([]).identity()
-    for path in sorted((ROOT / "results").glob("*/runs/*.json")):  # records keep the identity they were saved with
-        assert after[str(path)] == json.loads(path.read_text())["identity"], path

@@ -3,6 +3,7 @@ deferred finiteness check (check_finite), torch.compile (compile), the device-re
 (data.resident) and packing several trainings per GPU (reproduce.py --per-gpu, bench/packing.py). None of
 them is part of the experiment identity; each is checked against the default path on the CPU."""
 
+import contextlib
 import json
 import math
 
@@ -295,33 +296,34 @@ def test_packing_benchmark_runs_n_trainings_at_once_and_reports_runs_per_hour(sy
 
 # ----------------------------------------------------------------------------- under DDP
 
-def _compiled_ddp_worker(rank, world, port, args, out):
-    """A DDP process of train.py with torch.compile's aot_eager backend (inductor is too slow here)."""
-    from test_train import _ddp_worker
-
+@contextlib.contextmanager
+def _aot_eager_compile():
+    """torch.compile with the aot_eager backend (inductor is too slow here), inside a DDP case's process."""
     import engine.build
 
     real = torch.compile
     engine.build.torch.compile = lambda net, mode=None: real(net, mode=mode, backend="aot_eager")
-    _ddp_worker(rank, world, port, args, out)
+    try:
+        yield
+    finally:
+        engine.build.torch.compile = real
 
 
 def test_two_process_ddp_switches_train_like_the_default(synthetic_root, tmp_path):
     """2 gloo processes, gradient-space method (the harder case: no_sync and the Jacobian inside): with
     check_finite=log and data.resident=true (each process gathers its shard's batches) both replicas hold
     the default run's weights bit for bit; compiled after the DDP wrap (compile=default), identical replicas
-    within float tolerance of the eager run. One reference run serves both (suite time)."""
-    import torch.multiprocessing as mp
-    from test_train import _free_port, _spawn
+    within float tolerance of the eager run. One reference run serves both, and the three runs share one
+    process group start-up (suite time)."""
+    from test_identity import ddp_case, run_ddp_cases
 
     common = ["optim.iterations=4", "ckpt_every=2", "device=cpu", "data.cache=off", "method.name=gradient-mean"]
-    _spawn(tiny_args(synthetic_root, tmp_path / "a" / "run", *common), tmp_path / "a")
-    _spawn(tiny_args(synthetic_root, tmp_path / "b" / "run", *common, "check_finite=log", "data.resident=true"),
-           tmp_path / "b")
-    (tmp_path / "c").mkdir()
-    mp.spawn(_compiled_ddp_worker, args=(2, _free_port(), tiny_args(synthetic_root, tmp_path / "c" / "run", *common,
-                                                                    "compile=default"), str(tmp_path / "c")),
-             nprocs=2, join=True)
+    run_ddp_cases([
+        ddp_case("default", tiny_args(synthetic_root, tmp_path / "a" / "run", *common), tmp_path / "a"),
+        ddp_case("check_finite=log, data.resident=true", tiny_args(
+            synthetic_root, tmp_path / "b" / "run", *common, "check_finite=log", "data.resident=true"), tmp_path / "b"),
+        ddp_case("compile=default", tiny_args(synthetic_root, tmp_path / "c" / "run", *common, "compile=default"),
+                 tmp_path / "c", patch=_aot_eager_compile)])
     a = torch.load(tmp_path / "a" / "rank0.pt", weights_only=True)
     for r in (0, 1):
         b = torch.load(tmp_path / "b" / f"rank{r}.pt", weights_only=True)

@@ -1,17 +1,11 @@
-"""The training loop: optimiser groups, end to end, exact resume after SIGKILL, NaN stop, and DDP through
-train.py for a stateful loss-space method and a gradient-space method (identical replicas, exact resume,
-the replica check)."""
+"""The training loop: optimiser groups, end to end, resume checks and the NaN stop. Exact resume after SIGKILL
+and DDP through train.py (identical replicas, exact resume, the replica check) are in test_identity.py."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import engine.step
 import train
@@ -19,7 +13,7 @@ from engine.build import build_optimizer, poly_schedule
 from engine.config import load_config
 from losses import StepContext, build_weighting, task_losses
 from models import build_model
-from tasks import TASK_KINDS, TASKS
+from tasks import TASK_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
@@ -152,156 +146,6 @@ def test_nan_loss_stops_cleanly_and_keeps_last_checkpoint(synthetic_root, tmp_pa
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and not (run / "metrics.json").exists()
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-
-
-KILLER = """
-import os, signal, sys
-import engine.step
-import train
-real, calls = engine.step.task_losses, []
-def killing(outputs, batch):
-    calls.append(1)
-    if len(calls) == int(os.environ["KILL_AT_CALL"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(outputs, batch)
-engine.step.task_losses = killing
-train.main(sys.argv[1:])
-"""
-
-
-def test_resume_after_sigkill_gives_identical_weights(synthetic_root, tmp_path):
-    """Killed between checkpoints (step 5 of 8, last checkpoint at 4), then resumed: the final
-    weights equal those of an uninterrupted run bit for bit."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    common = ["optim.iterations=8", "ckpt_every=2", "data.flip=true", "data.scale=[0.8,1.2]", "data.crop=[24,48]"]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
-    run = [sys.executable, str(script)]
-    done = subprocess.run(run + tiny_args(synthetic_root, whole, *common), cwd=ROOT, env=env | {"KILL_AT_CALL": "0"},
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    killed = subprocess.run(run + tiny_args(synthetic_root, broken, *common), cwd=ROOT,
-                            env=env | {"KILL_AT_CALL": "6"}, capture_output=True, text=True)
-    assert killed.returncode == -9, killed.stderr
-    assert torch.load(broken / "checkpoint.pt", weights_only=True)["step"] == 4
-    resumed = subprocess.run([sys.executable, "train.py", *tiny_args(synthetic_root, broken, *common)], cwd=ROOT,
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout
-    a, b = _weights(whole / "checkpoint.pt"), _weights(broken / "checkpoint.pt")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    steps = [json.loads(x)["step"] for x in (broken / "metrics.jsonl").read_text().splitlines()]
-    assert [s for s in steps if s <= 8] == sorted(steps)  # no duplicated lines after the resume
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stop(Exception):
-    """Raised by both processes at the same step to interrupt a DDP run after a checkpoint."""
-
-
-def _ddp_worker(rank, world, port, args, out, stop_at=None, perturb_at=None):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    real = train.train_step
-
-    def step(parts, batch, i):
-        if stop_at is not None and i + 1 == stop_at:
-            raise Stop
-        result = real(parts, batch, i)
-        if perturb_at is not None and i + 1 == perturb_at and rank == 1:  # one replica drifts
-            with torch.no_grad():
-                next(parts.model.parameters()).add_(1e-3)
-        return result
-
-    train.train_step = step
-    try:
-        result = train.main(args)
-    except Stop:
-        return
-    except SystemExit as e:
-        (Path(out) / f"rank{rank}.exit").write_text(str(e.code))
-        return
-    # Parameters and the method's state must agree; BatchNorm running statistics stay per process (no sync_bn).
-    state = {k: v.detach() for k, v in result["model"].named_parameters()}
-    state |= {f"method.{k}": v for k, v in result["method"].state_dict().items()}
-    torch.save(state, Path(out) / f"rank{rank}.pt")
-
-
-def _spawn(args, out, **kw):
-    out.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), args, str(out), kw.get("stop_at"), kw.get("perturb_at")),
-             nprocs=2, join=True)
-
-
-@pytest.mark.parametrize("method", [
-    ["method.name=uncertainty"],  # loss-space with learnable state outside DDP: its gradients all-reduced
-    # dwa (loss-space with state) is not repeated here for suite time: its replica identity under DDP is in
-    # test_method_zoo, its exact resume in test_method_zoo's resume test.
-    ["method.name=pcgrad"],  # gradient-space, random task order: seeded from (seed, step) on both processes
-    ["method.name=gradient-mean", "method.gradient-mean.space=features"],  # J of the features: all-gathered
-], ids=["uncertainty", "pcgrad", "features"])
-def test_two_process_gloo_ddp_identical_replicas_and_exact_resume(synthetic_root, tmp_path, method):
-    """2 processes x batch 1 on 4 frames: 2 steps per epoch. The whole run (6 steps) against one stopped at
-    step 5 (after the checkpoint at 4) and resumed: identical replicas and identical final weights."""
-    common = ["optim.iterations=6", "ckpt_every=2", "device=cpu", *method]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _spawn(tiny_args(synthetic_root, whole / "run", *common), whole)
-    _spawn(tiny_args(synthetic_root, broken / "run", *common), broken, stop_at=5)
-    assert torch.load(broken / "run" / "checkpoint.pt", weights_only=True)["step"] == 4
-    assert not (broken / "run" / "metrics.json").exists()
-    _spawn(tiny_args(synthetic_root, broken / "run", *common), broken)
-    for run in (whole, broken):
-        r0, r1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-        assert r0.keys() == r1.keys()
-        for k in r0:
-            assert torch.equal(r0[k], r1[k]), k
-        assert json.loads((run / "run" / "metrics.json").read_text())["replicas"] == {"processes": 2,
-                                                                                      "identical": True}
-    a, b = (torch.load(run / "rank0.pt", weights_only=True) for run in (whole, broken))
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    if method[0] == "method.name=uncertainty":  # the log-variances trained
-        start = build_weighting("uncertainty", {t: TASK_KINDS[t] for t in TASKS}).state_dict()  # the paper's tasks
-        assert all(not torch.equal(a[f"method.{k}"], v) for k, v in start.items())
-    if method[0] == "method.name=dwa":  # the history was in use after the resume: weights not uniform
-        log = [json.loads(x) for x in (broken / "run" / "metrics.jsonl").read_text().splitlines()]
-        last = [x for x in log if "weight/depth" in x][-1]
-        assert last["step"] == 6 and last["weight/depth"] != 1.0
-
-
-@pytest.mark.parametrize("space", ["parameters", "features"])
-def test_two_process_gradient_mean_is_ddp_averaged_like_the_loss_space_mean(synthetic_root, tmp_path, space):
-    """Under DDP the gradient-space mean must give the shared parameters the same update as the loss-space
-    mean (fixed weights 1/3), whose gradients DDP averages over processes: J is reduced, not rank 0's own."""
-    third = "method.fixed.weights={semantic: 0.3333333333333333, instance: 0.3333333333333333, " \
-            "depth: 0.3333333333333333}"
-    common = ["optim.iterations=1", "ckpt_every=1", "device=cpu", "data.flip=false"]
-    _spawn(tiny_args(synthetic_root, tmp_path / "jd" / "run", *common, "method.name=gradient-mean",
-                     f"method.gradient-mean.space={space}"), tmp_path / "jd")
-    _spawn(tiny_args(synthetic_root, tmp_path / "loss" / "run", *common, "method.name=fixed", third),
-           tmp_path / "loss")
-    a, b = (torch.load(tmp_path / run / "rank0.pt", weights_only=True) for run in ("jd", "loss"))
-    shared = [k for k in a if k.startswith(("backbone.", "aspp."))]
-    assert len(shared) > 50
-    for k in shared:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
-
-
-def test_two_process_replicas_that_differ_stop_the_run(synthetic_root, tmp_path):
-    args = tiny_args(synthetic_root, tmp_path / "run", "optim.iterations=4", "ckpt_every=2", "device=cpu")
-    _spawn(args, tmp_path, perturb_at=1)
-    for r in (0, 1):
-        assert "DDP replicas differ at step 2" in (tmp_path / f"rank{r}.exit").read_text()
-    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_missing_dataset_root_exits_with_its_name(tmp_path):
