@@ -43,7 +43,7 @@ demo: $(STAMP) $(DATA)/.complete
 # Two pytest workers (pytest-xdist), one thread each: the 2-core machines run two tests at a time.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --durations=15
 
 bench: $(STAMP) $(DATA)/.complete
 	$(BIN)/python -m bench.data --root $(DATA)

@@ -200,10 +200,15 @@ def test_corrupt_record_names_the_file(paths):
         table(paths, "table1")
 
 
+# Presets whose trainings are under way: their records are committed as runs finish (with the partial tables
+# they give), so their manifests still plan trainings. Remove a preset once its runner has finished.
+TRAINING_UNDER_WAY = {"synthetic-protocol": "the comparison protocol (docs/comparisons.md)"}
+
+
 def test_committed_tables_regenerate_byte_for_byte(tmp_path):
     """On a fresh clone, `reproduce.py aggregate` rewrites every committed table and plot of every preset with
     committed records unchanged (and writes no other table), and `all --dry-run` of the
-    committed tables' manifests finds nothing to train."""
+    committed tables' manifests finds nothing to train (except for a preset whose training is under way)."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     presets = sorted(p.parent.name for p in (clone / "results").glob("*/runs"))
@@ -220,7 +225,8 @@ def test_committed_tables_regenerate_byte_for_byte(tmp_path):
         dry = subprocess.run([sys.executable, "reproduce.py", "all", *tables, "--preset", preset, "--dry-run"],
                              cwd=clone, capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
-        assert "0 to train, 0 to resume" in dry.stdout and "pending" not in dry.stdout, (preset, dry.stdout[-500:])
+        if preset not in TRAINING_UNDER_WAY:
+            assert "0 to train, 0 to resume" in dry.stdout and "pending" not in dry.stdout, (preset, dry.stdout[-500:])
 
 
 def test_records_of_the_first_runner_are_migrated(paths):

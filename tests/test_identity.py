@@ -107,6 +107,7 @@ def test_adding_a_method_or_an_option_changes_no_identity(monkeypatch):
     import dataclasses
 
     from losses import METHODS, LossMethod
+    from losses.base import Weighting
     from losses.uncertainty import UncertaintyOptions, UncertaintyWeighting
 
     before = _all_identities()
@@ -121,6 +122,9 @@ def test_adding_a_method_or_an_option_changes_no_identity(monkeypatch):
         """Scratch method."""
 
         Options = ThrowAwayOptions
+
+        def weigh(self, losses, ctx):
+            return Weighting(torch.ones(len(losses)))
 
     @dataclasses.dataclass
     class WiderOptions(UncertaintyOptions):
