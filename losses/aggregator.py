@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor
-from torchjd.aggregation import Aggregator, WeightedAggregator
 
 from losses.base import GradientMethod, StepContext
+
+if TYPE_CHECKING:
+    from torchjd.aggregation import Aggregator
 
 
 class AggregatorMethod(GradientMethod):
@@ -19,6 +23,7 @@ class AggregatorMethod(GradientMethod):
     aggregator: Aggregator
 
     def aggregate(self, J: Tensor, ctx: StepContext) -> Tensor:
+        from torchjd.aggregation import WeightedAggregator  # lazy: torchjd loads cvxpy
         if J.dim() != 2 or J.shape[0] != len(self.tasks):
             raise ValueError(f"J must be (tasks={len(self.tasks)}, n), got {tuple(J.shape)}")
         if isinstance(self.aggregator, WeightedAggregator):

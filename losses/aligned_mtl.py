@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchjd.aggregation import AlignedMTL as TorchJDAlignedMTL
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -36,5 +34,6 @@ class AlignedMTL(AggregatorMethod):
     Options = AlignedMTLOptions
 
     def __init__(self, tasks: dict[str, str], options: AlignedMTLOptions | None = None) -> None:
+        from torchjd.aggregation import AlignedMTL as TorchJDAlignedMTL  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDAlignedMTL(scale_mode=self.options.scale_mode)

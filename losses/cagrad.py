@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torchjd.aggregation import CAGrad as TorchJDCAGrad
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -35,5 +33,6 @@ class CAGrad(AggregatorMethod):
     Options = CAGradOptions
 
     def __init__(self, tasks: dict[str, str], options: CAGradOptions | None = None) -> None:
+        from torchjd.aggregation import CAGrad as TorchJDCAGrad  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDCAGrad(c=self.options.c, norm_eps=self.options.norm_eps)

@@ -7,8 +7,6 @@ applied to the all-ones vector: g has the same positive cosine with every task g
 
 from __future__ import annotations
 
-from torchjd.aggregation import ConFIG as TorchJDConFIG
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -19,5 +17,6 @@ class ConFIG(AggregatorMethod):
     """A conflict-free direction with equal cosine to every task gradient."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import ConFIG as TorchJDConFIG  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDConFIG()

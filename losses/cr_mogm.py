@@ -14,19 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchjd.aggregation import (
-    CRMOGMWeighting,
-    DualProjWeighting,
-    GramianWeightedAggregator,
-    IMTLGWeighting,
-    MGDAWeighting,
-    UPGradWeighting,
-)
-
 from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
 
-BASES = {"mgda": MGDAWeighting, "upgrad": UPGradWeighting, "imtl-g": IMTLGWeighting, "dualproj": DualProjWeighting}
+# the bases by name: their TorchJD weighting classes (torchjd.aggregation), imported when a method is built
+BASES = {"mgda": "MGDAWeighting", "upgrad": "UPGradWeighting", "imtl-g": "IMTLGWeighting",
+         "dualproj": "DualProjWeighting"}
 
 
 @dataclass
@@ -51,6 +44,10 @@ class CRMOGM(TorchJDStateMethod):
     log_prefix = "cr_mogm"
 
     def __init__(self, tasks: dict[str, str], options: CRMOGMOptions | None = None) -> None:
+        from torchjd.aggregation import CRMOGMWeighting, GramianWeightedAggregator  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
-        weighting = CRMOGMWeighting(BASES[self.options.base](), alpha=self.options.alpha)
+        import torchjd.aggregation
+
+        base = getattr(torchjd.aggregation, BASES[self.options.base])
+        weighting = CRMOGMWeighting(base(), alpha=self.options.alpha)
         self.use(GramianWeightedAggregator(weighting), weighting)

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from torchjd.aggregation import DualProj as TorchJDDualProj
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -17,5 +15,6 @@ class DualProj(AggregatorMethod):
     """The projection of the mean of the task gradients onto the dual cone of J."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import DualProj as TorchJDDualProj  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDDualProj()

@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torchjd.aggregation import ExcessMTL as TorchJDExcessMTL
-
 from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
 
@@ -46,6 +44,7 @@ class ExcessMTL(TorchJDStateMethod):
     log_prefix = "excess_mtl"
 
     def __init__(self, tasks: dict[str, str], options: ExcessMTLOptions | None = None) -> None:
+        from torchjd.aggregation import ExcessMTL as TorchJDExcessMTL  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         aggregator = TorchJDExcessMTL(self.options.robust_step_size, self.options.warmup_steps)
         self.use(aggregator, aggregator.weighting)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchjd.aggregation import FairGrad as TorchJDFairGrad
 
 from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
@@ -61,6 +60,7 @@ class FairGrad(TorchJDStateMethod):
     log_prefix = "fairgrad"
 
     def __init__(self, tasks: dict[str, str], options: FairGradOptions | None = None) -> None:
+        from torchjd.aggregation import FairGrad as TorchJDFairGrad  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         aggregator = TorchJDFairGrad(alpha=self.options.alpha, max_iters=self.options.max_iters)
         self.use(aggregator, aggregator.gramian_weighting)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchjd.scalarization import FAMO as TorchJDFAMO
 
 from losses.base import StepContext, Weighting
 from losses.registry import register
@@ -48,6 +47,7 @@ class FAMO(ScalarizerMethod):
     Options = FAMOOptions
 
     def __init__(self, tasks: dict[str, str], options: FAMOOptions | None = None) -> None:
+        from torchjd.scalarization import FAMO as TorchJDFAMO  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.scalarizer = TorchJDFAMO(len(self.tasks), lr=self.options.lr, weight_decay=self.options.weight_decay)
 

@@ -7,8 +7,6 @@ by the inverse of its own loss, so the update does not depend on the tasks' loss
 
 from __future__ import annotations
 
-from torchjd.scalarization import GeometricMean
-
 from losses.base import NoOptions
 from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
@@ -19,5 +17,6 @@ class GLS(ScalarizerMethod):
     """The geometric mean of the task losses."""
 
     def __init__(self, tasks: dict[str, str], options: NoOptions | None = None) -> None:
+        from torchjd.scalarization import GeometricMean  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.scalarizer = GeometricMean()

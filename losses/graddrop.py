@@ -11,8 +11,6 @@ shared activations, i.e. `space: features`.
 
 from __future__ import annotations
 
-from torchjd.aggregation import GradDrop as TorchJDGradDrop
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -23,5 +21,6 @@ class GradDrop(AggregatorMethod):
     """Gradient sign dropout."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import GradDrop as TorchJDGradDrop  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDGradDrop()

@@ -6,8 +6,6 @@ gradient-space path. It is the reference that checks that path (head gradients, 
 
 from __future__ import annotations
 
-from torchjd.aggregation import Mean
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -18,5 +16,6 @@ class GradientMean(AggregatorMethod):
     """g = mean of the rows of J."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import Mean  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = Mean()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torchjd.aggregation import GradVac as TorchJDGradVac
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -36,6 +34,7 @@ class GradVac(AggregatorMethod):
     Options = GradVacOptions
 
     def __init__(self, tasks: dict[str, str], options: GradVacOptions | None = None) -> None:
+        from torchjd.aggregation import GradVac as TorchJDGradVac  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDGradVac(beta=self.options.beta)
 

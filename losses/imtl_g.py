@@ -7,8 +7,6 @@ equal. The loss-balancing half is `imtl-l`.
 
 from __future__ import annotations
 
-from torchjd.aggregation import IMTLG as TorchJDIMTLG
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -19,5 +17,6 @@ class IMTLG(AggregatorMethod):
     """Equal projections of the update onto every task's gradient direction."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import IMTLG as TorchJDIMTLG  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDIMTLG()

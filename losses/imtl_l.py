@@ -8,8 +8,6 @@ scaled loss exp(s_k) L_k is 1 for every task. The gradient-balancing half is `im
 
 from __future__ import annotations
 
-from torchjd.scalarization import IMTLL as TorchJDIMTLL
-
 from losses.base import NoOptions
 from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
@@ -20,5 +18,6 @@ class IMTLL(ScalarizerMethod):
     """Learned loss scales exp(s_k) with the regulariser -s_k."""
 
     def __init__(self, tasks: dict[str, str], options: NoOptions | None = None) -> None:
+        from torchjd.scalarization import IMTLL as TorchJDIMTLL  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.scalarizer = TorchJDIMTLL(len(self.tasks))

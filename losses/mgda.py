@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torchjd.aggregation import MGDA as TorchJDMGDA
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -42,6 +40,7 @@ class MGDA(AggregatorMethod):
     Options = MGDAOptions
 
     def __init__(self, tasks: dict[str, str], options: MGDAOptions | None = None) -> None:
+        from torchjd.aggregation import MGDA as TorchJDMGDA  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDMGDA(epsilon=self.options.epsilon, max_iters=self.options.max_iters)
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torchjd.aggregation import MoDoWeighting, WeightedAggregator
-
 from losses.registry import register
 from losses.torchjd_state import DoubleSampledMethod, DoubleSamplingOptions
 
@@ -48,6 +46,7 @@ class MoDo(DoubleSampledMethod):
     log_prefix = "modo"
 
     def __init__(self, tasks: dict[str, str], options: MoDoOptions | None = None) -> None:
+        from torchjd.aggregation import MoDoWeighting, WeightedAggregator  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         weighting = MoDoWeighting(gamma=self.options.gamma, rho=self.options.rho)
         self.use(WeightedAggregator(weighting), weighting)

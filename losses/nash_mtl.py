@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchjd.aggregation import NashMTL as TorchJDNashMTL
 
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
@@ -62,6 +61,7 @@ class NashMTL(AggregatorMethod):
     Options = NashMTLOptions
 
     def __init__(self, tasks: dict[str, str], options: NashMTLOptions | None = None) -> None:
+        from torchjd.aggregation import NashMTL as TorchJDNashMTL  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         require_ecos()
         o = self.options

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchjd.aggregation import PCD as TorchJDPCD
 
 from losses.registry import register
 from losses.torchjd_state import SolverOptions, TorchJDStateMethod
@@ -53,6 +52,7 @@ class PCD(TorchJDStateMethod):
     log_prefix = "pcd"
 
     def __init__(self, tasks: dict[str, str], options: PCDOptions | None = None) -> None:
+        from torchjd.aggregation import PCD as TorchJDPCD  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         names = list(self.tasks)
         primary = self.options.primary or names[0]

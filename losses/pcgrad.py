@@ -8,8 +8,6 @@ summed. The random order comes from torch's generator, which the training step s
 
 from __future__ import annotations
 
-from torchjd.aggregation import PCGrad as TorchJDPCGrad
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -20,5 +18,6 @@ class PCGrad(AggregatorMethod):
     """g = sum_k g_k^PC (torchjd's PCGrad)."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import PCGrad as TorchJDPCGrad  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDPCGrad()

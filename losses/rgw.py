@@ -9,8 +9,6 @@ the same weights.
 
 from __future__ import annotations
 
-from torchjd.aggregation import Random
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -21,5 +19,6 @@ class RGW(AggregatorMethod):
     """Random convex combinations of the task gradients."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import Random  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = Random()

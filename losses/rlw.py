@@ -8,8 +8,6 @@ draw the same weights.
 
 from __future__ import annotations
 
-from torchjd.scalarization import Random
-
 from losses.base import NoOptions
 from losses.registry import register
 from losses.scalarizer import ScalarizerMethod
@@ -20,5 +18,6 @@ class RLW(ScalarizerMethod):
     """Random weights summing to 1, from a softmax of standard normal draws."""
 
     def __init__(self, tasks: dict[str, str], options: NoOptions | None = None) -> None:
+        from torchjd.scalarization import Random  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.scalarizer = Random()

@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from torchjd.aggregation import SDMGradWeighting, WeightedAggregator
-
 from losses.registry import register
 from losses.torchjd_state import DoubleSampledMethod, DoubleSamplingOptions
 
@@ -50,6 +48,7 @@ class SDMGrad(DoubleSampledMethod):
     log_prefix = "sdmgrad"
 
     def __init__(self, tasks: dict[str, str], options: SDMGradOptions | None = None) -> None:
+        from torchjd.aggregation import SDMGradWeighting, WeightedAggregator  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         o = self.options
         weighting = SDMGradWeighting(lr=o.lr, momentum=o.momentum, n_iter=o.n_iter, lambda_=o.lamda)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchjd.scalarization import STCH as TorchJDSTCH
 
 from losses.base import StepContext, Weighting
 from losses.registry import register
@@ -50,6 +49,7 @@ class STCH(ScalarizerMethod):
     Options = STCHOptions
 
     def __init__(self, tasks: dict[str, str], options: STCHOptions | None = None) -> None:
+        from torchjd.scalarization import STCH as TorchJDSTCH  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         k = len(self.tasks)
         self.scalarizer = TorchJDSTCH(mu=self.options.mu)

@@ -8,8 +8,6 @@ never increases any task's loss to first order.
 
 from __future__ import annotations
 
-from torchjd.aggregation import UPGrad as TorchJDUPGrad
-
 from losses.aggregator import AggregatorMethod
 from losses.base import GradientOptions
 from losses.registry import register
@@ -20,5 +18,6 @@ class UPGrad(AggregatorMethod):
     """The mean of the task gradients projected onto the dual cone of J."""
 
     def __init__(self, tasks: dict[str, str], options: GradientOptions | None = None) -> None:
+        from torchjd.aggregation import UPGrad as TorchJDUPGrad  # lazy: torchjd loads cvxpy
         super().__init__(tasks, options)
         self.aggregator = TorchJDUPGrad()
