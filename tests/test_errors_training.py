@@ -57,6 +57,15 @@ class _InterruptingFile(io.FileIO):
         return super().write(b)
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for the test: a test run started in the background (`pytest ... &`) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_checkpoint_writes(monkeypatch):
     real = os.fdopen
 
@@ -70,7 +79,7 @@ def _interrupt_checkpoint_writes(monkeypatch):
     monkeypatch.setattr(infra.atomic.os, "fdopen", fdopen)
 
 
-def test_ctrl_c_while_a_checkpoint_is_written_is_delivered_after_it(tmp_path, monkeypatch):
+def test_ctrl_c_while_a_checkpoint_is_written_is_delivered_after_it(tmp_path, monkeypatch, ctrl_c_raises):
     """torch.save turns an exception raised inside its writes into 'unexpected pos' (a RuntimeError): the
     signal is held back until the new checkpoint is in place, then it is an ordinary Ctrl-C."""
     path = tmp_path / "checkpoint.pt"
@@ -83,7 +92,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_is_delivered_after_it(tmp_path, mo
 
 
 def test_ctrl_c_during_a_training_checkpoint_exits_130_with_a_checkpoint(synthetic_root, tmp_path, monkeypatch,
-                                                                         capsys):
+                                                                         capsys, ctrl_c_raises):
     _interrupt_checkpoint_writes(monkeypatch)
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
