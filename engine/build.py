@@ -77,8 +77,11 @@ def build_parts(cfg: Config, device: torch.device, steps_per_epoch: int, world: 
 
 
 # For speed measurements (bench/, reproduce.py plan): the parts of a config and a random batch of its shape.
-def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch with the sample dict's keys, shapes and dtypes (docs/design.md)."""
+def random_batch(batch: int, h: int, w: int, device: torch.device,
+                 tasks: tuple[str, ...] | list[str] = ()) -> dict[str, torch.Tensor]:
+    """A batch with the sample dict's keys, shapes and dtypes (docs/design.md): the paper's three tasks' keys,
+    plus the target keys of any other registered task in `tasks` (the 2-task protocol's seg7, depth_abs, ...):
+    a class index map for a classification task, values and a valid-pixel mask for a regression task."""
     g = torch.Generator().manual_seed(0)
     b = {
         "image": torch.randn(batch, 3, h, w, generator=g),
@@ -88,6 +91,17 @@ def random_batch(batch: int, h: int, w: int, device: torch.device) -> dict[str, 
         "depth": torch.rand(batch, 1, h, w, generator=g) * 5,
         "depth_mask": torch.rand(batch, h, w, generator=g) < 0.8,
     }
+    for task in tasks:
+        spec = TASK_SPECS[task]
+        if all(k in b for k in spec.targets):
+            continue
+        target, *masks = spec.targets
+        if spec.kind == "classification":
+            b[target] = torch.randint(0, spec.channels, (batch, h, w), generator=g)
+        else:
+            b[target] = torch.rand(batch, spec.channels, h, w, generator=g) * 5
+        for mask in masks:
+            b[mask] = torch.rand(batch, h, w, generator=g) < 0.8
     return {k: v.to(device) for k, v in b.items()}
 
 
@@ -96,4 +110,4 @@ def random_batch_parts(cfg: Config, device: torch.device):
     h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
     parts = build_parts(cfg, device, steps_per_epoch=10**9, pretrained=False)  # speed: initial weights do not matter
     parts.model.train()
-    return parts, random_batch(cfg.optim.batch_size, h, w, device)
+    return parts, random_batch(cfg.optim.batch_size, h, w, device, cfg.tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -9,14 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository root (scripts run f
 
 
 def git_commit() -> str:
-    """The repository's HEAD commit, with "-dirty" if tracked files are modified; "unknown" outside git."""
+    """The repository's HEAD commit, with "-dirty" if tracked files are modified. Outside git (a copy of the
+    working tree on another machine): $MTL_GIT_COMMIT where the copier set it, else "unknown"."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=ROOT)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=ROOT).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("MTL_GIT_COMMIT") or "unknown"
 
 
 def repo_relative(path: str | Path) -> str:

@@ -215,3 +215,17 @@ def test_tasks_must_fit_the_data_format(cityscapes_tree):
     cityscapes_tree.add(np.full((8, 16), 7, np.uint8))
     with pytest.raises(npy.DataError, match="set data.format=cityscapes"):
         npy.NpyTwoTask(cityscapes_tree.root, "train")
+
+
+def test_speed_measurements_build_a_batch_of_the_protocol_tasks():
+    """bench.train and `reproduce.py plan` time a step on a random batch; it must carry the protocol tasks' keys
+    (it held only the paper tasks' keys, so timing a cityscapes2 preset failed with a KeyError on seg7)."""
+    from engine.build import random_batch_parts
+    from engine.step import train_step
+
+    cfg = load_config([CPU], ["data.size=[32,64]", "optim.batch_size=2"])
+    parts, batch = random_batch_parts(cfg, torch.device("cpu"))
+    assert batch["seg7"].shape == (2, 32, 64) and int(batch["seg7"].max()) < 7
+    assert batch["depth_abs"].shape == (2, 1, 32, 64) and batch["depth_abs_mask"].dtype == torch.bool
+    losses = train_step(parts, batch, 0).losses
+    assert set(losses) == {"seg7", "depth_abs", "total"} and all(math.isfinite(float(v)) for v in losses.values())
