@@ -15,9 +15,10 @@ depth), depth divided by s.
     python -m data.npy synthetic OUT [--train 8 --val 4 --size 32x64 --seed 0]   # synthetic set -> npy
 
 The converter maps every evaluated Cityscapes class (trainId 0..18) to its cityscapesscripts category
-(flat, construction, object, nature, sky, human, vehicle = 0..6) and everything else to -1, and writes
-as depth (`--depth pixels`, the default) the disparity in pixels at the output width (PNG value p > 0:
-(p - 1) / 256 * W_out / W_file; 0 where invalid), or (`--depth png`) the raw 16-bit PNG value / 65535 (0 where
+(flat, construction, object, nature, sky, human, vehicle = 0..6: the 7 categories and their order in the MTAN
+paper's Table 1; the integers and leaving out non-evaluated classes are our reading) and everything else to -1,
+and writes as depth (`--depth pixels`, the default) the disparity in pixels at the output width (PNG value
+p > 0: (p - 1) / 256 * W_out / W_file; 0 where invalid), or (`--depth png`) the raw 16-bit PNG value / 65535 (0 where
 p = 0), which fits the value range reported for the MTAN files (lorenmt/mtan issue #25: 0 to 0.4922 against PNG
 values 0 to 32257). How the MTAN authors made their files is not published: see docs/protocols.md.
 """
