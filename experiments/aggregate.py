@@ -152,10 +152,11 @@ def aggregate(manifest: Manifest, preset: str, records: dict[str, Record], paper
             source = next(r for r in manifest.rows if r.name == row.weights_from)
             cfg = planned[0].config if planned else resolve(manifest, source, waiting[0], preset, paths,
                                                             records=records, lr=None).config
-        else:  # (an lr-grid row waiting for its grid: its own lr, for its tasks; no record matches it)
+        else:  # an lr-grid row waiting for its grid: its config at the preset's lr gives its tasks, and no values
+            # (runs of that config may exist, e.g. the schedule pilot's, but no lr has been chosen for the row yet)
             cfg = planned[0].config if planned else resolve(manifest, row, waiting[0], preset, paths,
                                                             records=records, lr=None).config
-            found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed)
+            found = sorted(by_row.get(cfg.identity(seed=False), []), key=lambda r: r.seed) if planned else []
         seen = {r.seed for r in found}
         found_by_row[row.name] = found
         ours = {}

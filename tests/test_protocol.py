@@ -261,3 +261,20 @@ def test_pairwise_matrix_and_weight_diagnostic(tmp_path):
     t = {"title": "B", "rows": rows, "pairwise": pw, "weight_diagnostic": d}
     assert plots.plot_pairwise(t, tmp_path / "p.png").stat().st_size > 0
     assert plots.plot_weight_diagnostic(t, tmp_path / "w.png").stat().st_size > 0
+
+
+def test_a_row_waiting_for_its_lr_grid_shows_no_values_from_runs_at_the_default_lr(mini):
+    """Until its lr grid has chosen, a row has no values, even where runs of its config at the preset's lr exist
+    (the schedule pilot's runs are such runs: Table 1's single-task rows showed them as 'seeds 0,1,2,3,4 (missing
+    0,1,2,3,4)', values at an lr nobody chose)."""
+    paths = mini
+    (manifest,) = find_manifests(paths.manifests, ["c"])
+    row = next(r for r in manifest.rows if r.name == "sum")
+    for seed in manifest.seeds:
+        cfg = resolve(manifest, row, seed, "mini", paths, records={}, lr=None).config  # the preset's lr
+        write_record(paths, "mini", fake_record(cfg))
+    write_report(manifest, "mini", paths)
+    t = json.loads((paths.results / "mini" / "c.json").read_text())
+    entry = next(r for r in t["rows"] if r["name"] == "sum")
+    assert entry["seeds"] == [] and entry["missing_seeds"] == [0, 1, 2, 3, 4]
+    assert all(v is None or v.get("n", 0) == 0 for v in entry["ours"].values())
