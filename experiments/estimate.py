@@ -11,9 +11,12 @@
   data loading and start-up are not counted, and trainings at once are assumed not to slow each other
   (on a busy CPU they do): read it as a lower bound.
 - GPU-hours at paper scale: every run to start trained on the paper's schedule (paper_tiny: 50,000
-  iterations of batch 8 at 128x256; paper_full for the full-resolution preset) at one GPU's throughput,
-  taken from results/perf/gpu-<paper preset>.json when `bench.train --json` has measured one there,
-  else the documented figure below. Gradient-space methods (several backward passes) cost more.
+  iterations of batch 8 at 128x256; paper_full for the full-resolution preset; the 2-task protocols' own
+  presets, cityscapes2-mtan and cityscapes2-hps, for those protocols) at one GPU's throughput, taken from
+  results/perf/gpu-<paper preset>.json when `bench.train --json` has measured one there, else the documented
+  figure below; for a preset with neither (the 2-task protocols, until a GPU measures them) it is estimated
+  from the FLOPs of its step at the rate paper_tiny achieved (`estimated_throughput`). Every run is priced as
+  the preset's step: single-task runs cost less, gradient-space methods (several backward passes) more.
 - Disk: a checkpoint of each kind measured by serialising the parts train.py checkpoints after one
   step (model, method, optimiser with its momentum, scheduler, scaler), times the runs to start (a
   resumed run already has its checkpoint); an atomic checkpoint write briefly needs one more copy per
@@ -112,11 +115,48 @@ def gpu_throughput(preset: str, paths: Paths = Paths()) -> tuple[float, str]:
         v = (data.get("variants") or {}).get("config") or {}
         if v.get("images_per_s"):
             return float(v["images_per_s"]), f"measured: {rel(path)} ({data.get('device')}, training step only)"
-    return ASSUMED_GPU[preset]
+    return ASSUMED_GPU[preset] if preset in ASSUMED_GPU else estimated_throughput(preset)
+
+
+# The preset whose schedule and throughput price a plan at paper scale ("paper_tiny" for every other preset).
+PAPER_SCALE = {"paper_full": "paper_full", "cityscapes2-mtan": "cityscapes2-mtan", "cityscapes2-hps": "cityscapes2-hps",
+               "cityscapes2-cpu": "cityscapes2-mtan"}
 
 
 def paper_preset(preset: str) -> str:
-    return "paper_full" if preset == "paper_full" else "paper_tiny"
+    return PAPER_SCALE.get(preset, "paper_tiny")
+
+
+def gflop_per_image(cfg: Config) -> float:
+    """GFLOP of one training image through `cfg`'s model, forward and backward (matmuls and convolutions, 2 per
+    multiply-add; torch.utils.flop_counter), counted on the meta device: no memory, no compute, well under a
+    second. The optimiser and the losses (element-wise) are not counted."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models import build_model
+
+    h, w = cfg.data.crop or cfg.data.size or (1024, 2048)
+    with torch.device("meta"):
+        model = build_model(cfg, pretrained=False)
+        x = torch.empty(2, 3, h, w)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        sum(o.float().mean() for o in model(x).values()).backward()
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def estimated_throughput(preset: str) -> tuple[float, str]:
+    """(images/s, how) of one GPU on `preset`, estimated, not measured: its step's FLOPs at the FLOP rate
+    paper_tiny achieved in the whole train.py loop on one H100 (ASSUMED_GPU's 140 images/s times paper_tiny's
+    GFLOP per image). A network with other layers (SegNet's max-unpooling, say) may run at another rate."""
+    paths = Paths()
+    tiny = gflop_per_image(load_config([paths.configs / "paper_tiny.yaml"], ["model.pretrained=none"]))
+    ours = gflop_per_image(load_config([paths.configs / f"{preset}.yaml"], ["model.pretrained=none"]))
+    rate = ASSUMED_GPU["paper_tiny"][0] * tiny / 1e3  # TFLOP/s
+    return rate * 1e3 / ours, (f"estimated, not measured: {ours:.0f} GFLOP per image (forward + backward) at the "
+                               f"{rate:.1f} TFLOP/s paper_tiny achieved in the whole train.py loop on one H100 "
+                               f"({ASSUMED_GPU['paper_tiny'][0]:g} images/s x {tiny:.0f} GFLOP)")
 
 
 def human_time(seconds: float) -> str:
@@ -156,7 +196,7 @@ def gpu_hours(n_runs: int, preset: str, paths: Paths = Paths()) -> tuple[float, 
     images_per_s, source = gpu_throughput(scale, paths)
     hours = n_runs * cfg.optim.iterations * cfg.optim.batch_size / images_per_s / 3600
     return hours, (f"{n_runs} runs x {cfg.optim.iterations:,} iterations x batch {cfg.optim.batch_size} "
-                   f"({scale}) at {images_per_s:g} images/s per GPU ({source}); validation not counted")
+                   f"({scale}) at {images_per_s:.3g} images/s per GPU ({source}); validation not counted")
 
 
 def plan_report(preset: str, jobs: list[Job], records: dict[str, Record], pending: list[str], n_parallel: int,

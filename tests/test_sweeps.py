@@ -125,6 +125,29 @@ def test_a_grid_trains_once_writes_its_own_table_and_reruns_reuse_its_runs(setup
     assert "trained 0, skipped 2" in capsys.readouterr().out
 
 
+def test_the_2_task_protocols_are_priced_on_their_own_schedule(tmp_path, monkeypatch):
+    """cityscapes2-mtan / -hps runs were priced as paper_tiny runs (50,000 iterations of batch 8 of a ResNet-101);
+    they take their own schedule, and without a GPU measurement an estimate from their step's FLOPs that says so."""
+    tiny = estimate.gflop_per_image(load_config([ROOT / "configs" / "paper_tiny.yaml"], ["model.pretrained=none"]))
+    demo = estimate.gflop_per_image(load_config([ROOT / "configs" / "demo.yaml"]))
+    assert demo == pytest.approx(10.1, abs=0.05)  # docs/speed.md: the demo model costs 10.1 GFLOP per image
+    for preset, (iterations, batch) in {"cityscapes2-mtan": (74400, 8), "cityscapes2-hps": (9200, 64),
+                                        "cityscapes2-cpu": (74400, 8)}.items():
+        scale = estimate.paper_preset(preset)
+        ours = estimate.gflop_per_image(load_config([ROOT / "configs" / f"{scale}.yaml"], ["model.pretrained=none"]))
+        hours, how = estimate.gpu_hours(10, preset)
+        images_per_s = estimate.ASSUMED_GPU["paper_tiny"][0] * tiny / ours
+        assert hours == pytest.approx(10 * iterations * batch / images_per_s / 3600)
+        assert f"x {iterations:,} iterations x batch {batch} ({scale})" in how and "estimated, not measured" in how
+    # a measurement replaces the estimate
+    perf = tmp_path / "results" / "perf"
+    perf.mkdir(parents=True)
+    (perf / "gpu-cityscapes2-hps.json").write_text(json.dumps({"device": "cuda (NVIDIA H200)",
+                                                               "variants": {"config": {"images_per_s": 400.0}}}))
+    assert estimate.gpu_throughput("cityscapes2-hps", Paths(tmp_path / "configs", tmp_path / "runs",
+                                                            tmp_path / "results"))[0] == 400.0
+
+
 # ----------------------------------------------------------------------------- plan and the question
 
 def test_after_one_training_plan_aggregate_and_curves(setup, capsys):
