@@ -185,8 +185,9 @@ def claims_markdown(t: dict) -> list[str]:
     p, c = t["protocol"], t["comparisons"]
     grid = p["lr_grid"]
     lines = ["", "### Protocol", "",
-             f"- Iterations: {p['iterations']} ({'settled' if p['settled'] else 'not settled'}); "
-             f"selection on `{p['selection_split']}`, every number below scored on `{p['score_split']}`.",
+             (f"- Iterations: {p['iterations']} ({'settled' if p['settled'] else 'not settled'}); "
+              if p["iterations"] is not None else "- Iterations: no run recorded yet; ")
+             + f"selection on `{p['selection_split']}`, every number below scored on `{p['score_split']}`.",
              f"- Learning rate: {p['selection_rule']}; grid "
              f"{', '.join(f'{v:g}' for v in grid['values']) if grid else '—'} "
              f"(seeds {', '.join(map(str, grid['seeds'])) if grid else '—'}).",

@@ -278,3 +278,12 @@ def test_a_row_waiting_for_its_lr_grid_shows_no_values_from_runs_at_the_default_
     entry = next(r for r in t["rows"] if r["name"] == "sum")
     assert entry["seeds"] == [] and entry["missing_seeds"] == [0, 1, 2, 3, 4]
     assert all(v is None or v.get("n", 0) == 0 for v in entry["ours"].values())
+
+
+def test_a_protocol_table_before_any_run_names_the_splits_and_no_none(mini):
+    """Before its first record a protocol table printed 'Iterations: None (not settled); selection on `None`'."""
+    (manifest,) = find_manifests(mini.manifests, ["c"])
+    write_report(manifest, "mini", mini)
+    md = (mini.results / "mini" / "c.md").read_text()
+    assert "- Iterations: no run recorded yet; selection on `val`, every number below scored on `val`." in md
+    assert "None" not in md

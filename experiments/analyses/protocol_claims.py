@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.config import load_config
 from experiments import protocol as proto
 from experiments.aggregate import aggregate
 from experiments.analyses import Analysis, Context, register
@@ -28,6 +29,9 @@ def protocol_claims(manifest: Manifest, preset: str, records: dict[str, Record],
     settled = bool(pilot and pilot["settled_iterations"] and iterations == [pilot["settled_iterations"]])
     splits = {(r.data.get("selection_split"), r.data.get("score_split")) for f in found_by_row.values() for r in f}
     selection_split, score_split = sorted(splits, key=str)[0] if len(splits) == 1 else (None, None)
+    if not splits:  # no run recorded yet: the splits the preset's runs will use
+        data = load_config([paths.configs / f"{preset}.yaml"]).data
+        selection_split, score_split = data.val_split, data.test_split or data.val_split
     grid = manifest.lr_grid
     protocol = {
         "iterations": iterations[0] if len(iterations) == 1 else iterations or None,
