@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 from matplotlib.figure import Figure
 
+from experiments import statistics as st
 from infra.atomic import atomic_write_bytes
 from tasks import TASK_SPECS, TASKS
 
@@ -246,15 +246,8 @@ def _value(v) -> tuple[float | None, float | None]:
     if v is None:
         return None, None
     if isinstance(v, dict):
-        return v["mean"], ci_half_width(v.get("std"), v.get("n", 0))
+        return v["mean"], st.t_half_width(v.get("std"), v.get("n", 0))
     return float(v), None
-
-
-def ci_half_width(std: float | None, n: int, level: float = 0.95) -> float | None:
-    """Half-width of the Student-t interval of a mean of n values with sample sd `std` (None below n = 2)."""
-    if std is None or n < 2:
-        return None
-    return float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
 
 
 def main(argv: list[str] | None = None) -> int:

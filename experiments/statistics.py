@@ -54,6 +54,14 @@ def paired_t(differences: Sequence[float], level: float = 0.95) -> dict:
     return out | {"low": float(ci.low), "high": float(ci.high), "t": float(res.statistic), "p": float(res.pvalue)}
 
 
+def t_half_width(std: float | None, n: int, level: float = 0.95) -> float | None:
+    """Half-width of the Student-t interval of a mean of n values with sample sd `std` (None below n = 2): the
+    interval `paired_t` gives, from a table's summary (sd and n) instead of the values."""
+    if std is None or n < 2:
+        return None
+    return float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+
+
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm-adjusted p-values, in the input order; None (untestable) stays None and does not count in m."""
     tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
