@@ -204,6 +204,7 @@ def write_report(manifest: Manifest, preset: str, paths: Paths = Paths(), seeds:
     written = []
     for analysis in plugins:
         written += analysis.figures(ctx, t, out_dir)
+        written += analysis.outputs(ctx, t, out_dir)
     write_json(json_path, t)
     md = out_dir / f"{manifest.name}.md"
     atomic_write_bytes(md, lambda f: f.write(markdown(t, plugins).encode()))

@@ -134,5 +134,5 @@ def test_a_kind_registered_twice_under_one_name_is_an_error():
 
 def test_the_package_documents_its_protocol():
     doc = textwrap.dedent(analyses.base.__doc__)
-    for hook in ("row(", "columns(", "figures(", "markdown(", "method_column(", "document("):
+    for hook in ("row(", "columns(", "figures(", "outputs(", "markdown(", "method_column(", "document("):
         assert hook in doc

@@ -9,6 +9,8 @@ benchmark), or by name in its `analyses:` list. For each declared analysis, in r
 - `row(ctx, row, entry)` -> keys added to the row's entry of the table (JSON), while the rows are built;
 - `columns(ctx, rows)` -> keys added to the table (JSON), once every row is built;
 - `figures(ctx, t, out_dir)` -> the images it draws (written before the JSON, so it may link them in `t`);
+- `outputs(ctx, t, out_dir)` -> other files it writes beside the table (e.g. the one-paragraph verdict
+  summary the README includes), after the figures;
 - `markdown(t)` -> lines of its own section, below the common table, above the provenance;
 - `method_column(t)` -> (heading, cell(row)) replacing the common table's "Method" column (the sweep's x);
 - `document(t, sections)` -> the whole Markdown file, for a kind whose table is not the common one (the
@@ -71,6 +73,9 @@ class Analysis:
         return {}
 
     def figures(self, ctx: Context, t: dict, out_dir: Path) -> list[Path]:
+        return []
+
+    def outputs(self, ctx: Context, t: dict, out_dir: Path) -> list[Path]:
         return []
 
     def markdown(self, t: dict) -> list[str]:

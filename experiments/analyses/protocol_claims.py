@@ -56,8 +56,8 @@ class ProtocolClaims(Analysis):
         return protocol_claims(ctx.manifest, ctx.preset, ctx.records, ctx.paper, ctx.seeds, ctx.paths, rows,
                                ctx.found)
 
-    def figures(self, ctx: Context, t: dict, out_dir: Path) -> list[Path]:
-        """Not a figure: `<manifest>-summary.md`, the one-paragraph verdict summary the README includes."""
+    def outputs(self, ctx: Context, t: dict, out_dir: Path) -> list[Path]:
+        """`<manifest>-summary.md`: the one-paragraph verdict summary the README includes."""
         out = out_dir / f"{ctx.manifest.name}-summary.md"
         write_text(out, proto.verdict_paragraph(t))
         return [out]
