@@ -222,11 +222,12 @@ def test_committed_tables_regenerate_byte_for_byte(tmp_path):
         assert status == "", (preset, status)
         tables = sorted(p.stem for p in (clone / "results" / preset).glob("*.json")
                         if (clone / "configs" / "experiments" / p.name.replace(".json", ".yaml")).exists())
+        if preset in TRAINING_UNDER_WAY:  # its plan is not yet empty: nothing to check (suite time)
+            continue
         dry = subprocess.run([sys.executable, "reproduce.py", "all", *tables, "--preset", preset, "--dry-run"],
                              cwd=clone, capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
-        if preset not in TRAINING_UNDER_WAY:
-            assert "0 to train, 0 to resume" in dry.stdout and "pending" not in dry.stdout, (preset, dry.stdout[-500:])
+        assert "0 to train, 0 to resume" in dry.stdout and "pending" not in dry.stdout, (preset, dry.stdout[-500:])
 
 
 def test_records_of_the_first_runner_are_migrated(paths):
