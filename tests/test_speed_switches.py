@@ -288,7 +288,9 @@ def test_packing_benchmark_runs_n_trainings_at_once_and_reports_runs_per_hour(sy
                       "--out", str(out), "--work", str(tmp_path)])
     rows = {r["n"]: r for r in result["packing"]}
     assert set(rows) == {1, 2} and len(rows[2]["run_wall_s"]) == 2 and rows[2]["threads_each"] == 1
-    assert all(r["runs_per_hour"] == pytest.approx(r["n"] * 3600 / r["wall_s"], rel=0.01) for r in rows.values())
+    for r in rows.values():  # wall_s is rounded to 0.1 s: on a run of a few seconds that alone is over 1 %
+        low, high = (r["n"] * 3600 / (r["wall_s"] + d) for d in (0.05, -0.05))
+        assert low - 0.01 <= r["runs_per_hour"] <= high + 0.01
     assert rows[1]["runs_per_gpu_hour"] is None and all(rows[2]["images_per_s"])
     assert json.loads(out.read_text())["device"].startswith("cpu")
     assert "| 2 | 1 |" in render(out.parent) and not list(tmp_path.glob("packing-*"))  # temporary runs removed
