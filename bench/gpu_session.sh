@@ -18,6 +18,11 @@
 #   3. the whole train.py loop of the SegNet-MTAN protocol on a generated npy set (loader, validation,
 #      checkpoints, Delta_m inputs) and evaluate.py on its checkpoint: the GPU path end to end;
 #   4. torch.compile of paper_tiny's step, last because its compile time is unknown.
+# Packages a GPU image may lack (submitit, torchjd and its solvers, cityscapesscripts) are installed from .whl/
+# (git-ignored) when it exists, e.g. filled here with `pip download --no-deps --only-binary=:all:
+# --python-version 3.12 --platform manylinux2014_x86_64 -d .whl submitit==1.5.4 torchjd==0.18.0 qpsolvers
+# quadprog cvxpy ecos clarabel osqp qdldl cffi pycparser cityscapesscripts==2.3.0 appdirs pyquaternion
+# coloredlogs humanfriendly` (cvxpy imports without scs, highspy and sparsediffpy).
 set -u
 DEST=${1:-${OUT:-/tmp}}
 W=/tmp/gpu-session
