@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -146,6 +147,7 @@ def gflop_per_image(cfg: Config) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
+@functools.cache  # plan and the confirmation question both price a plan: count the FLOPs once
 def estimated_throughput(preset: str) -> tuple[float, str]:
     """(images/s, how) of one GPU on `preset`, estimated, not measured: its step's FLOPs at the FLOP rate
     paper_tiny achieved in the whole train.py loop on one H100 (ASSUMED_GPU's 140 images/s times paper_tiny's
