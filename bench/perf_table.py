@@ -22,14 +22,25 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
 
+def model_label(model: dict) -> str:
+    """The network a step file measured: the backbone for DeepLabV3, the architecture for SegNet (which has no
+    backbone), both for the 2-task DeepLabV3+."""
+    arch = model.get("arch", "deeplabv3")
+    if arch == "deeplabv3":
+        return model["backbone"]
+    return arch if arch.startswith("segnet") else f"{arch} {model['backbone']}"
+
+
 def step_table(name: str, r: dict) -> list[str]:
     h, w = r["size"]
+    optimizer = r["config"]["optim"].get("optimizer", "sgd")
     peaks = ", ".join(f"{k} {v:.3g}" for k, v in (r.get("peak_TFLOPs") or {}).items()) or "none"
     load = r.get("load_average_1min")
-    lines = [f"### {name}: {r['config_name']} ({r['backbone']}, {r['method']}, batch {r['batch']} at {h}x{w}), "
+    lines = [f"### {name}: {r['config_name']} ({model_label(r['config']['model'])}, {r['method']}, "
+             f"batch {r['batch']} at {h}x{w}), "
              f"{r['device']}", "",
              f"`{r['command']}` at git commit {r['git_commit'][:12]}, torch {r['torch']}, {r['time']}. "
-             f"{r['gflop_per_image']} GFLOP per image (FlopCounterMode: forward, backward, SGD); peak TFLOP/s: "
+             f"{r['gflop_per_image']} GFLOP per image (FlopCounterMode: forward, backward, {optimizer}); peak TFLOP/s: "
              f"{peaks} ({r['peak_source']})"
              + (f"; 1-minute load average {load[0]} before, {load[1]} after." if load else "."), "",
              "| variant | overrides | images/s | step p50 (s) | step p90 (s) | data wait | TFLOP/s | MFU | "
@@ -79,7 +90,12 @@ def packing_table(name: str, r: dict) -> list[str]:
 
 
 # The speed switches of issue 13 that change when or where the numbers are computed, not the numbers (none is
-# part of the experiment identity), and what is measured of them.
+# part of the experiment identity), and what is measured of them. The GPU step files that time a switch are
+# named per switch (GPU_MEASURED); the others have no GPU figure yet.
+GPU_MEASURED = {
+    "check_finite: step | log": "gpu-paper_tiny.json (variant deferred)",
+    "compile: none | default | reduce-overhead | max-autotune": "gpu-paper_tiny-compiled.json (variant compiled)",
+}
 SWITCHES = [
     ("check_finite: step | log", "log keeps the per-step losses on the device and checks them in one copy at "
      "each log point and before every checkpoint or validation (the error names the task and the step; a "
@@ -98,14 +114,15 @@ SWITCHES = [
 ]
 
 
-def switches_section() -> list[str]:
-    lines = ["### Speed switches without measured GPU figures", "",
-             "No GPU was available for this work: the GPU speed of each switch below is unmeasured. Each runs "
-             "and is tested on the CPU through the same code (`device=cpu`); CPU figures, where measured, are in the "
-             "tables above (packing-cpu.json, cpu-synthetic-cpu-switches.json).", "",
-             "| switch | what it does |", "|---|---|"]
+def switches_section(directory: Path) -> list[str]:
+    lines = ["### Speed switches", "",
+             "Each switch runs and is tested on the CPU through the same code (`device=cpu`); CPU figures, where "
+             "measured, are in the tables above (packing-cpu.json, cpu-synthetic-cpu-switches.json). The last "
+             "column names the GPU step file above that times the switch; \"not measured\" where no GPU has.", "",
+             "| switch | what it does | GPU figure |", "|---|---|---|"]
     pipe = "\\|"  # a literal | inside a table cell
-    return lines + [f"| `{k.replace('|', pipe)}` | {v} |" for k, v in SWITCHES]
+    measured = {k: v for k, v in GPU_MEASURED.items() if (directory / v.split(" ")[0]).exists()}
+    return lines + [f"| `{k.replace('|', pipe)}` | {v} | {measured.get(k, 'not measured')} |" for k, v in SWITCHES]
 
 
 def render(directory: Path) -> str:
@@ -118,7 +135,7 @@ def render(directory: Path) -> str:
             out += data_table(path.name, r) + [""]
         elif "packing" in r:
             out += packing_table(path.name, r) + [""]
-    out += switches_section() + [""]
+    out += switches_section(directory) + [""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.perf_table import model_label
 from engine.build import build_parts, random_batch  # noqa: F401 (re-exported)
 from engine.build import random_batch_parts as build
 from engine.config import load_config
@@ -294,8 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_rss_GiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # KiB -> GiB
         "variants": rows,
     }
-    print(f"{cfg.name}: {cfg.model.backbone}, {cfg.method.name}, batch {bs} at {h}x{w}, {params:.1f} M parameters, "
-          f"{result['gflop_per_image']} GFLOP per image (forward + backward + SGD) on {where}")
+    print(f"{cfg.name}: {model_label(result['config']['model'])}, {cfg.method.name}, batch {bs} at {h}x{w}, "
+          f"{params:.1f} M parameters, "
+          f"{result['gflop_per_image']} GFLOP per image (forward + backward + {cfg.optim.optimizer}) on {where}")
     if peaks:
         print("peak TFLOP/s (" + peak_source + "): " + ", ".join(f"{k} {v:.3g}" for k, v in peaks.items()))
     print(f"{'variant':<14}{'img/s':>9}{'p50 s':>9}{'p90 s':>9}{'wait':>7}{'TFLOP/s':>10}{'MFU':>8}"

@@ -13,6 +13,7 @@ from bench.train import main as bench_train
 from engine.build import build_parts
 from engine.config import load_config
 from engine.step import train_step
+from infra.provenance import ROOT
 
 TINY = ["model.backbone=resnet18", "model.aspp_channels=8", "model.head_channels=8", "data.size=[32,64]",
         "optim.batch_size=2", "data.num_workers=0", "log_every=1", "eval_batch_size=4", "deterministic=true"]
@@ -110,3 +111,14 @@ def test_compare_runs_over_seeds(tmp_path):
     assert out["within_one_sd"]
     out = compare(["--a", "fp32", *a, "--b", "bf16", run("c0", 0, 4.0), run("c1", 1, 4.0)])
     assert not out["within_one_sd"]
+
+
+def test_perf_table_names_the_network_and_optimiser_a_step_file_measured(tmp_path):
+    """A SegNet-MTAN file was headed with the unused default backbone ("resnet101") and "SGD" though the
+    protocol trains with Adam; the table names the architecture and the optimiser of the file's config."""
+    committed = json.loads((ROOT / "results" / "perf" / "gpu-cityscapes2-mtan.json").read_text())
+    (tmp_path / "gpu-x.json").write_text(json.dumps(committed))
+    table = render(tmp_path)
+    assert "(segnet-mtan, fixed, batch 8 at 128x256)" in table and "forward, backward, adam" in table
+    assert "resnet101" not in table
+    assert "| `compile: none" in table and table.count("| not measured |") == 4  # gpu-x.json times no switch

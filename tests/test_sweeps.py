@@ -135,10 +135,15 @@ def test_the_2_task_protocols_are_priced_on_their_own_schedule(tmp_path, monkeyp
                                         "cityscapes2-cpu": (74400, 8)}.items():
         scale = estimate.paper_preset(preset)
         ours = estimate.gflop_per_image(load_config([ROOT / "configs" / f"{scale}.yaml"], ["model.pretrained=none"]))
-        hours, how = estimate.gpu_hours(10, preset)
-        images_per_s = estimate.ASSUMED_GPU["paper_tiny"][0] * tiny / ours
+        images_per_s, how = estimate.estimated_throughput(scale)  # without a GPU measurement
+        assert images_per_s == pytest.approx(estimate.ASSUMED_GPU["paper_tiny"][0] * tiny / ours)
+        assert "estimated, not measured" in how
+        hours, how = estimate.gpu_hours(10, preset)  # the repository's results/perf: measured where it has a file
+        measured = (ROOT / "results" / "perf" / f"gpu-{scale}.json").exists()
+        images_per_s = estimate.gpu_throughput(scale)[0] if measured else images_per_s
         assert hours == pytest.approx(10 * iterations * batch / images_per_s / 3600)
-        assert f"x {iterations:,} iterations x batch {batch} ({scale})" in how and "estimated, not measured" in how
+        assert f"x {iterations:,} iterations x batch {batch} ({scale})" in how
+        assert (f"measured: results/perf/gpu-{scale}.json" if measured else "estimated, not measured") in how
     # a measurement replaces the estimate
     perf = tmp_path / "results" / "perf"
     perf.mkdir(parents=True)
@@ -162,8 +167,9 @@ def test_after_one_training_plan_aggregate_and_curves(setup, capsys):
     assert "4 runs: 3 to start (3 new, 0 to resume), 1 to reuse (1 with a record" in out
     assert out.count("  new ") == 3 and out.count("  done ") == 1
     tiny = load_config([ROOT / "configs" / "paper_tiny.yaml"])
-    hours = 3 * tiny.optim.iterations * tiny.optim.batch_size / estimate.ASSUMED_GPU["paper_tiny"][0] / 3600
-    assert f"paper scale: {hours:.1f} GPU-hours" in out and "H100" in out  # the assumption is named
+    images_per_s, source = estimate.gpu_throughput("paper_tiny")  # measured (results/perf) or the assumption
+    hours = 3 * tiny.optim.iterations * tiny.optim.batch_size / images_per_s / 3600
+    assert f"paper scale: {hours:.1f} GPU-hours" in out and f"({source})" in out  # where the figure comes from
     assert "s/step" in out and "wall time here: about" in out and "MiB of checkpoints" in out
 
     # aggregate without --seeds: the manifest's seeds (0 and 1), so seed 1 is reported missing
