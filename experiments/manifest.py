@@ -17,6 +17,9 @@
                                            # `aggregate` skip it on others; naming it there is an error); on
                                            # such a preset an unnamed `aggregate` writes only these manifests'
                                            # tables and tables already written there
+    superseded: {synthetic-protocol: protocol-table1}  # optional: presets on which another manifest replaces
+                                           # this one (`all` and `aggregate` skip it there; naming it is an
+                                           # error naming the replacement)
     pilot: true                            # optional: a schedule-length pilot (rows differ in optim.iterations
                                            # and validate during training): experiments.claims picks the length
     claims:                                # optional: the paper's claims as paired comparisons of rows
@@ -68,7 +71,7 @@ from tasks import ALL_TASKS, METRICS
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MANIFEST_KEYS = {"title", "description", "paper", "seeds", "columns", "x", "curves", "rows", "baselines", "official",
                   "settle", "pilot", "claims", "for_presets", "lr_grid", "schedule", "primary", "margin_pct",
-                  "settled_by", "analyses"}
+                  "settled_by", "analyses", "superseded"}
 _ROW_KEYS = {"name", "label", "config", "paper", "x", "seeds", "presets", "weights_from", "weights_scale", "lr_grid"}
 WEIGHT_SCALES = ("as-learned", "sum-to-one", "uniform-same-total")
 _CLAIM_KEYS = {"name", "claim", "better", "than"}
@@ -136,9 +139,10 @@ class Manifest:
     margin_pct: float | None = None  # TOST margin; None: experiments.statistics.MARGIN_PCT
     settled_by: str | None = None  # the schedule pilot manifest that says whether the schedule settled
     analyses: tuple[str, ...] = ()  # analyses named by the manifest (experiments/analyses/), beyond its keys'
+    superseded: dict[str, str] | None = None  # preset -> the manifest that replaces this one there
 
     def applies_to(self, preset: str) -> bool:
-        return self.for_presets is None or preset in self.for_presets
+        return (self.for_presets is None or preset in self.for_presets) and preset not in (self.superseded or {})
 
     @property
     def is_sweep(self) -> bool:
@@ -234,6 +238,12 @@ def load_manifest(path: Path) -> Manifest:
     if for_presets is not None and not (isinstance(for_presets, list) and for_presets
                                         and all(isinstance(p, str) for p in for_presets)):
         raise ConfigError(f"{path}: for_presets must be a non-empty list of preset names, got {for_presets!r}")
+    superseded = data.get("superseded")
+    if superseded is not None and not (isinstance(superseded, dict) and superseded
+                                       and all(isinstance(k, str) and isinstance(v, str) and v != path.stem
+                                               for k, v in superseded.items())):
+        raise ConfigError(f"{path}: superseded must map preset names to the manifest replacing this one there, "
+                          f"got {superseded!r}")
     baselines = data.get("baselines")
     if baselines is not None:
         _keys(baselines, set(ALL_TASKS), f"{path}: baselines")
@@ -296,7 +306,8 @@ def load_manifest(path: Path) -> Manifest:
                     data.get("paper"), seeds, tuple(columns), tuple(rows), x, bool(data.get("curves", False)),
                     baselines, official, float(settle) if settle is not None else None, bool(data.get("pilot", False)),
                     claims, tuple(for_presets) if for_presets else None, lr_grid, schedule, tuple(primary),
-                    float(margin) if margin is not None else None, settled_by, tuple(named))
+                    float(margin) if margin is not None else None, settled_by, tuple(named),
+                    dict(superseded) if superseded else None)
 
 
 def expand_schedule(rows: list[Row], claims: tuple[Claim, ...], lengths: tuple[int, ...]):
@@ -341,6 +352,9 @@ def for_preset(manifests: list[Manifest], preset: str, named: bool) -> list[Mani
     other = [m for m in manifests if not m.applies_to(preset)]
     if named and other:
         m = other[0]
+        if preset in (m.superseded or {}):
+            raise ConfigError(f"manifest {m.name} is superseded on preset {preset} by {m.superseded[preset]} (its "
+                              f"superseded key): run that one")
         raise ConfigError(f"manifest {m.name} is defined only on preset(s) {', '.join(m.for_presets)} (its "
                           f"for_presets), not on {preset}")
     return [m for m in manifests if m.applies_to(preset)]

@@ -237,3 +237,24 @@ def test_when_no_schedule_settles_the_longest_is_used_and_the_table_says_so():
                   {"name": "b", "iterations": 480, "settled": False, "metrics": {}}]}
     text = "\n".join(pilot_markdown({"pilot": p, "columns": []}))
     assert "No pilot schedule settled on every metric" in text and "trains the longest one, 480" in text
+
+
+def test_a_superseded_manifest_is_skipped_by_all_and_refused_by_name(mini, capsys):
+    """`all --preset synthetic-protocol` planned the v1 manifests (table1, benchmark, ...) beside their protocol
+    versions: 87 trainings nobody reads. `superseded` names the replacement on a preset."""
+    import reproduce
+    from experiments.manifest import for_preset, list_manifests
+
+    paths, _ = mini
+    (paths.manifests / "c.yaml").write_text(CLAIMS + "superseded: {mini: d}\n")
+    common = ["--preset", "mini", "--configs-dir", str(paths.configs), "--runs-dir", str(paths.runs),
+              "--results-dir", str(paths.results)]
+    assert reproduce.main(["c", *common, "--dry-run"]) == 2
+    assert "manifest c is superseded on preset mini by d" in capsys.readouterr().err
+    assert reproduce.main(["all", *common, "--dry-run"]) == 0 and "c/" not in capsys.readouterr().out
+    (paths.manifests / "c.yaml").write_text(CLAIMS + "superseded: [mini]\n")
+    assert reproduce.main(["all", *common, "--dry-run"]) == 2
+    assert "superseded must map preset names" in capsys.readouterr().err
+    committed = for_preset(list_manifests(Paths().manifests), "synthetic-protocol", named=False)
+    assert {m.name for m in committed if not m.name.startswith("protocol-")} == {"table2"}  # no v1 protocol
+    assert len(committed) == 10
