@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,14 @@ class Paths:
 
 
 def rel(path: Path) -> str:
-    """`path` relative to the repository root when inside it (commands read the same everywhere)."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
+    """`path` relative to the repository root when inside it (commands read the same everywhere). A path through
+    a link inside the repository (datasets/x -> /data/x) stays that path: it is read before links are resolved."""
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+        try:
+            return candidate.relative_to(ROOT).as_posix()
+        except ValueError:
+            continue
+    return str(Path(path).resolve())
 
 
 def link(path: Path) -> str:

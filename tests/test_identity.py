@@ -349,3 +349,19 @@ def test_two_process_replicas_that_differ_stop_the_run(ddp):
         assert "DDP replicas differ at step 2" in (ddp / "differ" / f"rank{r}.exit").read_text()
     assert not (ddp / "differ" / "run" / "checkpoint.pt").exists()
     assert not (ddp / "differ" / "run" / "metrics.json").exists()
+
+
+def test_a_data_root_linked_into_the_repository_is_recorded_by_its_repository_path(tmp_path, monkeypatch):
+    """Records trained in a worktree whose datasets/x links to a folder elsewhere carried that folder's absolute
+    path (rel resolved the link first); the record keeps the path the user gave, inside the repository."""
+    from experiments import layout
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere" / "x"
+    (repo / "datasets").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    (repo / "datasets" / "x").symlink_to(elsewhere)
+    monkeypatch.setattr(layout, "ROOT", repo)
+    assert layout.rel(repo / "datasets" / "x") == "datasets/x"
+    assert layout.rel(elsewhere) == str(elsewhere)  # outside the repository: absolute
+    monkeypatch.chdir(repo)
+    assert layout.rel(Path("datasets/x")) == "datasets/x"
