@@ -22,6 +22,11 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
 
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping the "-dirty" mark of a run from a modified tree."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def model_label(model: dict) -> str:
     """The network a step file measured: the backbone for DeepLabV3, the architecture for SegNet (which has no
     backbone), both for the 2-task DeepLabV3+."""
@@ -39,7 +44,7 @@ def step_table(name: str, r: dict) -> list[str]:
     lines = [f"### {name}: {r['config_name']} ({model_label(r['config']['model'])}, {r['method']}, "
              f"batch {r['batch']} at {h}x{w}), "
              f"{r['device']}", "",
-             f"`{r['command']}` at git commit {r['git_commit'][:12]}, torch {r['torch']}, {r['time']}. "
+             f"`{r['command']}` at git commit {short_commit(r['git_commit'])}, torch {r['torch']}, {r['time']}. "
              f"{r['gflop_per_image']} GFLOP per image (FlopCounterMode: forward, backward, {optimizer}); peak TFLOP/s: "
              f"{peaks} ({r['peak_source']})"
              + (f"; 1-minute load average {load[0]} before, {load[1]} after." if load else "."), "",
@@ -59,7 +64,7 @@ def step_table(name: str, r: dict) -> list[str]:
 
 def data_table(name: str, r: dict) -> list[str]:
     lines = [f"### {name}: loading a sample, PNGs vs the Tiny cache", "",
-             f"`{r['command']}` at git commit {r['git_commit'][:12]}, {r['machine']}, {r['threads']} thread, "
+             f"`{r['command']}` at git commit {short_commit(r['git_commit'])}, {r['machine']}, {r['threads']} thread, "
              f"{r['time']}; {r['note']}.", "",
              "| files | items | frames timed | decode only (ms) | item from PNGs (ms) | item from cache (ms) | "
              "cache speed-up | with flip: PNG / cache (ms) | equal items |",
@@ -75,7 +80,7 @@ def data_table(name: str, r: dict) -> list[str]:
 
 def packing_table(name: str, r: dict) -> list[str]:
     lines = [f"### {name}: N trainings at once on {r['device']}", "",
-             f"`{r['command']}` at git commit {r['git_commit'][:12]}, {r['time']}: {r['config_name']}, "
+             f"`{r['command']}` at git commit {short_commit(r['git_commit'])}, {r['time']}: {r['config_name']}, "
              f"{r['iterations']} iterations of batch {r['batch']} per run (wall time from launch to the last "
              f"run's end: start-up, training, final validation); 1-minute load average "
              f"{r['load_average_1min'][0]} before, {r['load_average_1min'][1]} after.", "",
@@ -93,8 +98,12 @@ def packing_table(name: str, r: dict) -> list[str]:
 # part of the experiment identity), and what is measured of them. The GPU step files that time a switch are
 # named per switch (GPU_MEASURED); the others have no GPU figure yet.
 GPU_MEASURED = {
-    "check_finite: step | log": "gpu-paper_tiny.json (variant deferred)",
-    "compile: none | default | reduce-overhead | max-autotune": "gpu-paper_tiny-compiled.json (variant compiled)",
+    "check_finite: step | log": ["gpu-paper_tiny.json (variant deferred)"],
+    "compile: none | default | reduce-overhead | max-autotune": [
+        "gpu-paper_tiny-compiled.json (variant compiled: default)",
+        "gpu-paper_tiny-graphs.json (variant graphs: reduce-overhead)"],
+    "data.resident: true": ["gpu-paper_tiny-loader.json (variant resident)"],
+    "reproduce.py --per-gpu N": ["packing-gpu.json"],
 }
 SWITCHES = [
     ("check_finite: step | log", "log keeps the per-step losses on the device and checks them in one copy at "
@@ -121,7 +130,8 @@ def switches_section(directory: Path) -> list[str]:
              "column names the GPU step file above that times the switch; \"not measured\" where no GPU has.", "",
              "| switch | what it does | GPU figure |", "|---|---|---|"]
     pipe = "\\|"  # a literal | inside a table cell
-    measured = {k: v for k, v in GPU_MEASURED.items() if (directory / v.split(" ")[0]).exists()}
+    measured = {k: "; ".join(f for f in files if (directory / f.split(" ")[0]).exists()) or "not measured"
+                for k, files in GPU_MEASURED.items()}
     return lines + [f"| `{k.replace('|', pipe)}` | {v} | {measured.get(k, 'not measured')} |" for k, v in SWITCHES]
 
 

@@ -122,3 +122,6 @@ def test_perf_table_names_the_network_and_optimiser_a_step_file_measured(tmp_pat
     assert "(segnet-mtan, fixed, batch 8 at 128x256)" in table and "forward, backward, adam" in table
     assert "resnet101" not in table
     assert "| `compile: none" in table and table.count("| not measured |") == 4  # gpu-x.json times no switch
+    committed = render(ROOT / "results" / "perf")
+    assert "| gpu-paper_tiny-compiled.json (variant compiled: default); gpu-paper_tiny-graphs.json" in committed
+    assert "at git commit f2577dd4be59-dirty" in committed  # the mark of a modified tree is kept, not cut off
