@@ -15,16 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
-from infra.provenance import ROOT
+from infra.provenance import ROOT, short_commit
 
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
-
-
-def short_commit(commit: str) -> str:
-    """12 hex digits, keeping the "-dirty" mark of a run from a modified tree."""
-    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def model_label(model: dict) -> str:

@@ -21,6 +21,11 @@ def git_commit() -> str:
         return os.environ.get("MTL_GIT_COMMIT") or "unknown"
 
 
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping the "-dirty" mark of a run from a modified tree."""
+    return str(commit)[:12] + ("-dirty" if str(commit).endswith("-dirty") else "")
+
+
 def repo_relative(path: str | Path) -> str:
     """`path` relative to the repository root when it lies inside it, else as given (records name no machine)."""
     try:
