@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from engine.config import Config, load_config
 from experiments.layout import ROOT, Paths, rel
-from experiments.plan import Job
+from experiments.plan import Job, waiting_runs
 from experiments.records import Record
 
 # One GPU's training throughput (images/s) when results/perf holds no GPU measurement of the paper preset.
@@ -210,7 +210,7 @@ def plan_report(preset: str, jobs: list[Job], records: dict[str, Record], pendin
     print(f"plan on {preset}: {len(jobs)} runs: {len(start)} to start ({len(by['new'])} new, {len(by['resume'])} "
           f"to resume), {len(reuse)} to reuse ({len(by['done'])} with a record, {len(by['finished'])} finished "
           f"and recorded at start)" + (f", {len(by['conflict'])} in conflict" if by["conflict"] else "")
-          + (f", {len(pending)} waiting for another run's record" if pending else ""))
+          + (f", {waiting_runs(pending)} waiting for another run's record" if pending else ""))
     if verbose:
         for title, group in (("to start", start), ("to reuse", reuse), ("in conflict", by["conflict"])):
             if group:
@@ -218,19 +218,23 @@ def plan_report(preset: str, jobs: list[Job], records: dict[str, Record], pendin
             for job in group:
                 print(f"  {state_of[id(job)]:<8} {', '.join(job.names)} seed {job.run.seed} [{job.run.identity}]")
         for reason in pending:
-            print(f"  waiting  {reason}")
+            n = getattr(reason, "runs", 1)
+            print(f"  waiting  {reason}" + (f" [{n} runs]" if n != 1 else ""))
     kinds: dict[str, Kind] = {}
     for job in start:
         cfg = job.run.config
         done = logged_step(job.run.run_dir) if state_of[id(job)] == "resume" else 0
         kinds.setdefault(step_kind(cfg), Kind(cfg)).runs.append((job, max(0, cfg.optim.iterations - done)))
-    out = {"start": len(start), "reuse": len(reuse), "pending": len(pending), "conflict": len(by["conflict"]),
+    out = {"start": len(start), "reuse": len(reuse), "pending": waiting_runs(pending), "conflict": len(by["conflict"]),
            "wall_s": None, "gpu_hours": None, "disk_bytes": None}
     if not start:
         return out
-    hours, how = gpu_hours(len(start) + len(pending), preset, paths)
+    hours, how = gpu_hours(len(start) + waiting_runs(pending), preset, paths)
     out["gpu_hours"] = hours
     print(f"paper scale: {hours:.1f} GPU-hours = {how}" + (" (the waiting runs included)" if pending else ""))
+    if pending:
+        print(f"the {waiting_runs(pending)} waiting runs are not in the wall time and disk below (their configs "
+              f"depend on records not written yet; a row shared by two manifests counts twice)")
     if measure_steps <= 0:
         print("wall time and disk here: not measured (--measure-steps 0)")
         return out

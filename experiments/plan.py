@@ -29,6 +29,23 @@ class Pending(LookupError):
     """A run whose config needs another run's result (weights_from) that has no record yet."""
 
 
+class Waiting(str):
+    """A reason some runs wait for another run's record (printed as the reason), and how many trainings it
+    holds back (`runs`): a row waiting for its lr grid holds back each of its seeds outside the grid."""
+
+    runs: int = 1
+
+    def __new__(cls, reason: str, runs: int = 1):
+        out = super().__new__(cls, reason)
+        out.runs = runs
+        return out
+
+
+def waiting_runs(pending: list) -> int:
+    """The trainings `pending`'s reasons hold back (at most: a row shared by two manifests counts twice)."""
+    return sum(getattr(p, "runs", 1) for p in pending)
+
+
 @dataclass
 class Run:
     """One (manifest row, seed) resolved on a preset."""
@@ -205,8 +222,10 @@ def runs_of(manifest: Manifest, preset: str, seeds: tuple[int, ...] | None = Non
         from experiments.records import load_records
 
         records = load_records(paths, preset)  # once, not once per run that reads another run's record
+    held: dict[str, set] = {}  # reason -> the (row, seed, lr) trainings it holds back
     for row in manifest.rows:
-        if uses_grid(manifest, row):  # the grid first: the row's own runs wait for its choice
+        grid = uses_grid(manifest, row)
+        if grid:  # the grid first: the row's own runs wait for its choice
             for value in manifest.lr_grid.values:
                 for seed in manifest.lr_grid.seeds:
                     try:
@@ -214,16 +233,20 @@ def runs_of(manifest: Manifest, preset: str, seeds: tuple[int, ...] | None = Non
                     except Pending as e:
                         if pending is None:
                             raise
-                        if str(e) not in pending:
-                            pending.append(str(e))
+                        held.setdefault(str(e), set()).add((row.name, seed, value))
         for seed in row_seeds(manifest, row, seeds):
             try:
                 runs.append(resolve(manifest, row, seed, preset, paths, data_root, records))
             except Pending as e:
                 if pending is None:
                     raise
-                if str(e) not in pending:  # a row waiting for its lr grid: once, not once per seed
-                    pending.append(str(e))
+                keys = held.setdefault(str(e), set())  # a row waiting for its lr grid: one reason for all seeds
+                if not (grid and seed in manifest.lr_grid.seeds):  # a grid seed at the chosen lr is a grid run
+                    keys.add((row.name, seed, None))
+    if pending is not None:
+        for reason, keys in held.items():
+            if reason not in pending:
+                pending.append(Waiting(reason, len(keys)))
     return runs
 
 

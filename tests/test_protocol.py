@@ -12,7 +12,7 @@ import pytest
 from engine.config import ConfigError
 from experiments.layout import Paths
 from experiments.manifest import find_manifests, load_manifest
-from experiments.plan import Pending, plan, resolve, scale_weights
+from experiments.plan import Pending, plan, resolve, scale_weights, waiting_runs
 from experiments.protocol import select_lr
 from experiments.records import load_records, write_record
 from experiments.report import write_report
@@ -120,6 +120,9 @@ def test_grid_then_chosen_lr_then_controls_and_the_claims_schema(mini):
     jobs = plan("mini", manifests, paths=paths, pending=pending)
     assert len(jobs) == 6 and all(" lr " in j.run.name for j in jobs)  # sum and uw grids first
     assert any("waits for its lr grid" in p for p in pending)
+    # each reason holds back the trainings it stands for (the plan's count was one per row): the sum and uw
+    # rows 4 seeds each outside the grid; each control row its 3 grid values and 4 more seeds
+    assert waiting_runs(pending) == 2 * 4 + 2 * (3 + 4)
     with pytest.raises(Pending):
         plan("mini", manifests, paths=paths)
 
