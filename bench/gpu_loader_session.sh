@@ -11,14 +11,8 @@
 # the folder is packed after each step.
 set -u
 DEST=${1:-${OUT:-/tmp}}
-W=/tmp/gpu-loader-session
-rm -rf "$W"; mkdir -p "$W" "$DEST"
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled NO_ALBUMENTATIONS_UPDATE=1
-PY=${PY:-python3}
-if [ -d .whl ] && [ -z "${SMOKE:-}" ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
+W=/tmp/gpu-loader-session ARCHIVE=gpu-loader-session.tar.gz
+source "$(dirname "$0")/gpu_lib.sh"
 ROOT=/tmp/synthetic-cityscapes
 if [ -n "${SMOKE:-}" ]; then
     GEN=(--train 8 --val 4 --test 0 --size 64x128); SIZE=32x64
@@ -29,20 +23,6 @@ else
     TIMING=(--steps 40 --warmup 10 --rounds 2); SHRINK=(data.num_workers=8)
     PACK=(optim.iterations=300 val_every=300 data.num_workers=4) NS=1,2,4
 fi
-pack() { tar czf "$DEST/gpu-loader-session.tar.gz" -C "$W" . 2>/dev/null || true; }
-step() {  # step NAME SECONDS COMMAND...
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*"
-    timeout "$limit" "$@" > "$W/$name.log" 2>&1
-    echo "   exit $? at $(date -u +%H:%M:%S)"
-    tail -n 15 "$W/$name.log"
-    pack
-}
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
-  $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-  git rev-parse HEAD 2>/dev/null || echo "commit ${MTL_GIT_COMMIT:-unknown}"; nproc; } > "$W/machine.txt" 2>&1
-cat "$W/machine.txt"
 
 rm -rf "$ROOT"
 step data 90 $PY -m data.synthetic --out "$ROOT" --profile calibrated "${GEN[@]}"

@@ -25,14 +25,8 @@
 # coloredlogs humanfriendly` (cvxpy imports without scs, highspy and sparsediffpy).
 set -u
 DEST=${1:-${OUT:-/tmp}}
-W=/tmp/gpu-session
-rm -rf "$W"; mkdir -p "$W" "$DEST"
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled NO_ALBUMENTATIONS_UPDATE=1
-PY=${PY:-python3}
-if [ -d .whl ] && [ -z "${SMOKE:-}" ]; then  # packages the GPU image lacks, carried as wheels (docs/speed.md)
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
+W=/tmp/gpu-session ARCHIVE=gpu-session.tar.gz
+source "$(dirname "$0")/gpu_lib.sh"
 if [ -n "${SMOKE:-}" ]; then
     TIMING=(--steps 1 --warmup 0 --rounds 1)
     SHRINK=(data.size=[32,64] optim.batch_size=2 device=cpu)
@@ -45,22 +39,6 @@ else
     NPY=(--train 256 --val 64 --size 128x256)
 fi
 
-pack() { tar czf "$DEST/gpu-session.tar.gz" -C "$W" . 2>/dev/null || true; }
-step() {  # step NAME SECONDS COMMAND...: run one measurement with a time limit, log it, pack what exists
-    local name=$1 limit=$2
-    shift 2
-    echo "== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*"
-    timeout "$limit" "$@" > "$W/$name.log" 2>&1
-    echo "   exit $? at $(date -u +%H:%M:%S)"
-    tail -n 25 "$W/$name.log"
-    pack
-}
-
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || true
-  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__,
-'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-  git rev-parse HEAD 2>/dev/null || echo "commit ${MTL_GIT_COMMIT:-unknown}"; nproc; } > "$W/machine.txt" 2>&1
-cat "$W/machine.txt"
 
 MTAN_METHODS=(--variant uw method.name=uncertainty --variant famo method.name=famo
               --variant nash-mtl method.name=nash-mtl --variant fairgrad method.name=fairgrad

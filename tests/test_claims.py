@@ -215,13 +215,17 @@ def test_the_claims_single_task_rows_use_the_best_learning_rate_of_the_grid():
         assert row["config"]["optim"]["lr"] == lr, task
 
 
+def _mini_cli(paths) -> list[str]:
+    return ["--preset", "mini", "--configs-dir", str(paths.configs), "--runs-dir", str(paths.runs),
+            "--results-dir", str(paths.results)]
+
+
 def test_a_manifest_for_other_presets_is_skipped_by_all_and_refused_by_name(mini, capsys):
     import reproduce
 
     paths, _ = mini
     (paths.manifests / "c.yaml").write_text(CLAIMS + "for_presets: [elsewhere]\n")
-    common = ["--preset", "mini", "--configs-dir", str(paths.configs), "--runs-dir", str(paths.runs),
-              "--results-dir", str(paths.results)]
+    common = _mini_cli(paths)
     assert reproduce.main(["c", *common, "--dry-run"]) == 2
     assert "manifest c is defined only on preset(s) elsewhere" in capsys.readouterr().err
     assert reproduce.main(["all", *common, "--dry-run"]) == 0
@@ -241,14 +245,13 @@ def test_when_no_schedule_settles_the_longest_is_used_and_the_table_says_so():
 
 def test_a_superseded_manifest_is_skipped_by_all_and_refused_by_name(mini, capsys):
     """`all --preset synthetic-protocol` planned the v1 manifests (table1, benchmark, ...) beside their protocol
-    versions: 87 trainings nobody reads. `superseded` names the replacement on a preset."""
+    versions: 49 trainings no table reads. `superseded` names the replacement on a preset."""
     import reproduce
     from experiments.manifest import for_preset, list_manifests
 
     paths, _ = mini
     (paths.manifests / "c.yaml").write_text(CLAIMS + "superseded: {mini: d}\n")
-    common = ["--preset", "mini", "--configs-dir", str(paths.configs), "--runs-dir", str(paths.runs),
-              "--results-dir", str(paths.results)]
+    common = _mini_cli(paths)
     assert reproduce.main(["c", *common, "--dry-run"]) == 2
     assert "manifest c is superseded on preset mini by d" in capsys.readouterr().err
     assert reproduce.main(["all", *common, "--dry-run"]) == 0 and "c/" not in capsys.readouterr().out
