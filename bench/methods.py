@@ -37,7 +37,7 @@ from engine.distributed import pick_device
 from engine.step import StepParts, train_step
 from experiments.layout import Paths, rel
 from experiments.manifest import find_manifests
-from experiments.plan import resolve
+from experiments.plan import Pending, resolve
 from infra.atomic import write_json
 from infra.provenance import git_commit
 
@@ -128,13 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--steps and --rounds must be >= 1 and --warmup >= 0")
         (manifest,) = find_manifests(paths.manifests, [args.manifest])
         rows = [r for r in manifest.rows if r.name not in (manifest.baselines or {}).values()]
-        runs = [resolve(manifest, r, 0, args.preset, paths) for r in rows]
+        # lr=None: each row at its own learning rate, not the one its lr grid will choose (a step takes the same
+        # time at any lr, and the grid's records need not exist yet).
+        runs = [resolve(manifest, r, 0, args.preset, paths, lr=None) for r in rows]
         if args.methods:
             wanted = set(args.methods.split(","))
             runs = [r for r in runs if r.row.name == REFERENCE or r.config.method.name in wanted]
         if REFERENCE not in {r.row.name for r in runs}:
             raise ConfigError(f"manifest {manifest.name} has no row {REFERENCE!r} to compare step times with")
-    except ConfigError as e:
+    except (ConfigError, Pending) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.threads:

@@ -248,14 +248,18 @@ def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepC
         values = _check_finite(ctx.losses, ctx.step, p.check_finite)
         shared = [features] if features_space else p.model.shared_parameters()
         scale = p.scaler.get_scale() if p.scaler.is_enabled() else 1.0
-        rows, heads = [], []
+        J, heads = None, []
         for i, task in enumerate(p.method.tasks):  # J's rows in the method's task order
             head = p.model.task_parameters(task)
             grads = torch.autograd.grad(p.scaler.scale(losses[task]), [*shared, *head], allow_unused=True,
                                         retain_graph=features_space or i < len(losses) - 1)
-            rows.append(_flat(grads[: len(shared)], shared))
+            if J is None:  # (tasks, n) float32, each row written in place: no stacked copy of n floats
+                n = sum(x.numel() for x in shared)
+                J = torch.empty(len(p.method.tasks), n, dtype=torch.float32, device=shared[0].device)
+            _flat(grads[: len(shared)], shared, out=J[i])
             heads += [(q, g if g is not None else torch.zeros_like(q)) for q, g in zip(head, grads[len(shared):])]
-        J = torch.stack(rows) / scale  # (tasks, n) float32, unscaled
+        if scale != 1.0:
+            J.div_(scale)  # unscaled
         if p.world > 1:
             J = _reduce_jacobian(p, J, heads, features_space)
         g = _aggregate(p, J, ctx)  # (n,)
@@ -264,7 +268,7 @@ def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepC
             local = g[p.rank * n:(p.rank + 1) * n] if p.world > 1 else g
             features.backward((local * scale).view_as(features).to(features.dtype))
         else:
-            _unflat_into_grad(g * scale, shared)
+            _unflat_into_grad(g * scale if scale != 1.0 else g, shared)
         for q, grad in heads:
             q.grad = grad
     if p.world > 1 and features_space:  # encoder gradients: sum of each process's share of g
@@ -273,7 +277,7 @@ def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepC
 
 
 def _aggregate(p: StepParts, J: Tensor, ctx: StepContext) -> Tensor:
-    finite = bool(torch.isfinite(J).all())
+    finite = all_finite(J)
     if finite:
         with _seeded(p, ctx.step, 0):
             g = p.method.aggregate(J, ctx)
@@ -319,12 +323,23 @@ def _all_reduce_grads(summed: list[nn.Parameter], averaged: list[nn.Parameter], 
         offset += q.numel()
 
 
-def _flat(grads, like) -> Tensor:
-    """One float32 row from per-tensor gradients (None -> zeros)."""
-    return torch.cat([(g if g is not None else torch.zeros_like(x)).flatten().float() for g, x in zip(grads, like)])
+def all_finite(t: Tensor) -> bool:
+    """Whether every element of `t` is finite. One reduction instead of an elementwise mask of J's size (on the
+    CPU the mask cost more than the three backward passes of a shared-parameter J): a NaN or an infinity makes
+    the sum non-finite, so a finite sum proves it; a non-finite sum may be an overflow of finite values, which
+    the elementwise check then settles."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _flat(grads, like, out: Tensor | None = None) -> Tensor:
+    """One float32 row from per-tensor gradients (None -> zeros), written into `out` when given."""
+    parts = [(g if g is not None else torch.zeros_like(x)).flatten().float() for g, x in zip(grads, like)]
+    return torch.cat(parts, out=out) if out is not None else torch.cat(parts)
 
 
 def _unflat_into_grad(g: Tensor, params: list[nn.Parameter]) -> None:
+    """Each parameter's gradient: a copy of its slice of the flat `g` (a method may return a tensor it keeps,
+    and the optimiser, the scaler and clipping change gradients in place)."""
     offset = 0
     for q in params:
         q.grad = g[offset:offset + q.numel()].view_as(q).to(q.dtype).clone()

@@ -65,7 +65,7 @@ class DBMTL(GradientMethod):
         b = self.options.beta / float(self.steps) ** self.options.beta_sigma
         if self.average is None or self.average.shape != J.shape:
             self.average = torch.zeros_like(J)
-        self.average = log_grads + b * (self.average.to(J) - log_grads)
+        self.average = log_grads.lerp_(self.average.to(J), b)  # log_grads + b (average - log_grads), in one pass
         norms = torch.linalg.vector_norm(self.average, dim=1)
         alpha = norms.max() / (norms + EPS)
         # The multiplier on this step's raw gradient g_k: alpha_k (1 - b) / (L_k + eps).

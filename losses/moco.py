@@ -79,13 +79,12 @@ class MoCo(GradientMethod):
             raise ValueError("MoCo needs the task losses of the step (ctx.losses)")
         o = self.options
         losses = torch.stack([ctx.losses[t].float() for t in self.tasks]).to(J)
-        grads = J / (torch.linalg.vector_norm(J, dim=1, keepdim=True) + 1e-8) * losses[:, None]
+        grads = J * (losses / (torch.linalg.vector_norm(J, dim=1) + 1e-8))[:, None]  # one pass over J
         self.steps += 1
         t = float(self.steps)
         if self.y is None or self.y.shape != J.shape:
             self.y = torch.zeros_like(J)
-        y = self.y.to(J)
-        self.y = y - o.beta / t ** o.beta_sigma * (y - grads)
+        self.y = self.y.to(J).lerp_(grads, o.beta / t ** o.beta_sigma)  # y - b (y - grads), in place
         k = len(self.tasks)
         lambd = self.lambd.to(J)
         step = lambd - o.gamma / t ** o.gamma_sigma * ((self.y @ self.y.T + o.rho * torch.eye(k).to(J)) @ lambd)

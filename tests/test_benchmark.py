@@ -138,3 +138,25 @@ def test_overheads_are_measured_once_for_all_rows_when_a_row_lacks_them(paths, m
     out.write_text(json.dumps({"rows": rows}))
     reproduce.measure_overheads(PRESET, [m], paths, paths.configs)  # a row is missing: all measured again
     assert len(calls) == 2
+
+
+def test_overheads_of_a_manifest_whose_lr_grid_is_not_recorded_yet(tmp_path, monkeypatch):
+    """bench.methods measures a grid manifest's rows before their lr grid has records (a step takes the same
+    time at any lr): it used to stop with a traceback (Pending) on the protocol benchmark."""
+    from bench import methods
+
+    configs = tmp_path / "configs"
+    (configs / "experiments").mkdir(parents=True)
+    (configs / "mini.yaml").write_text(
+        "tasks: [semantic, depth]\ndevice: cpu\nmodel: {backbone: resnet18, aspp_channels: 8, head_channels: 8}\n"
+        "data: {size: [32, 64]}\noptim: {batch_size: 2, lr: 0.01}\n")
+    (configs / "experiments" / "grid.yaml").write_text(
+        "title: G\nseeds: [0]\nlr_grid: {values: [0.02, 0.05], seeds: [0]}\ncolumns: [semantic/miou]\nrows:\n"
+        "  - {name: fixed, config: {method: {name: fixed, fixed: {weights: {semantic: 0.5, depth: 0.5}}}}}\n"
+        "  - {name: uw, config: {method: {name: uncertainty}}}\n")
+    monkeypatch.setattr(methods, "measure_memory", lambda run, steps, threads: 0.0)  # no child processes here
+    out = tmp_path / "overheads.json"
+    assert methods.main(["--preset", "mini", "--manifest", "grid", "--configs-dir", str(configs), "--steps", "1",
+                         "--rounds", "1", "--warmup", "0", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"fixed", "uw"} and rows["fixed"]["step_time_rel"] == 1.0

@@ -11,7 +11,7 @@ import torch
 from bench.train import random_batch
 from engine.build import build_parts
 from engine.config import load_config
-from engine.step import NonFiniteLossError, train_step
+from engine.step import NonFiniteLossError, all_finite, train_step
 from losses import METHODS, LossMethod
 from losses.base import Weighting
 from tasks import TASKS
@@ -105,6 +105,21 @@ def test_non_finite_gradient_without_scaler_is_an_error(batch):
     p.model.backbone.conv1.weight.register_hook(lambda g: g * math.inf)
     with pytest.raises(NonFiniteLossError, match="non-finite .* gradient at step 1"):
         train_step(p, batch, 0)
+
+
+def test_all_finite_is_exact_when_the_sum_overflows():
+    """J's finite check is one sum, with the elementwise check only when the sum is not finite: finite
+    values whose sum overflows are finite, and one NaN or infinity anywhere is caught."""
+    big = torch.full((3, 1000), 3e38)
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    for bad in (math.nan, math.inf, -math.inf):
+        J = torch.ones(3, 1000)
+        J[2, 999] = bad
+        assert not all_finite(J)
+        big[1, 5] = bad
+        assert not all_finite(big)
+        big[1, 5] = 3e38
+    assert all_finite(torch.zeros(0))
 
 
 def test_aggregate_of_the_wrong_shape_is_an_error(batch, monkeypatch):
