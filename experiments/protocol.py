@@ -236,7 +236,16 @@ def verdict_paragraph(t: dict) -> str:
                else "no run recorded yet")
             + f"; {seeds} paired seeds at most; scored on `{p['score_split'] or 'test'}`; Holm within each family, "
             f"equivalence by TOST at ±{c['margin_pct']:g} %; each difference is the claimed-better row minus the "
-            "other, signed so that positive favours the claimed-better row, with its 95 % interval).")
+            "other, signed so that positive favours the claimed-better row, with its 95 % interval, not adjusted "
+            "for multiplicity: the verdicts use Holm-adjusted p, so an interval that excludes 0 can still be "
+            "'not resolved').")
+    primary = []
+    for e in c.get("primary", []):
+        if not e["difference"]:
+            primary.append(f"{e['name']}: not resolved (no paired seed yet)")
+            continue
+        verdict = e["verdict"] + (f" within ±{c['margin_pct']:g} %" if e["verdict"] == "equivalent" else "")
+        primary.append(f"{e['name']}: {_ci(e['difference'])}, {verdict} (n = {len(e['seeds'])})")
     groups: dict[str, list[str]] = {v: [] for v in VERDICT_ORDER}
     waiting = 0
     for e in c["secondary"]:
@@ -247,6 +256,9 @@ def verdict_paragraph(t: dict) -> str:
         groups[e["verdict"] if e["verdict"] in groups else "not resolved"].append(
             f"{e['claim']}, {m.label} vs {e['than']}: {_ci(e['difference'], 3)} {m.unit} (n = {len(e['seeds'])})")
     parts = [head]
+    if primary:
+        parts += ["Primary endpoints (per-task Δp %, Holm across them): " + "; ".join(primary) + ".",
+                  "Secondary comparisons (per metric, Holm across them):"]
     for verdict in VERDICT_ORDER:
         items = groups[verdict]
         count = len(items) + (waiting if verdict == "not resolved" else 0)
