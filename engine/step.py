@@ -248,15 +248,14 @@ def _gradient_space_gradients(p: StepParts, batch: dict[str, Tensor], ctx: StepC
         values = _check_finite(ctx.losses, ctx.step, p.check_finite)
         shared = [features] if features_space else p.model.shared_parameters()
         scale = p.scaler.get_scale() if p.scaler.is_enabled() else 1.0
-        J, heads = None, []
+        # (tasks, n) float32, each row written in place: no stacked copy of n floats
+        J = torch.empty(len(p.method.tasks), sum(x.numel() for x in shared), device=shared[0].device)
+        heads = []
         for i, task in enumerate(p.method.tasks):  # J's rows in the method's task order
             head = p.model.task_parameters(task)
             grads = torch.autograd.grad(p.scaler.scale(losses[task]), [*shared, *head], allow_unused=True,
                                         retain_graph=features_space or i < len(losses) - 1)
-            if J is None:  # (tasks, n) float32, each row written in place: no stacked copy of n floats
-                n = sum(x.numel() for x in shared)
-                J = torch.empty(len(p.method.tasks), n, dtype=torch.float32, device=shared[0].device)
-            _flat(grads[: len(shared)], shared, out=J[i])
+            _flat_into(grads[: len(shared)], shared, J[i])
             heads += [(q, g if g is not None else torch.zeros_like(q)) for q, g in zip(head, grads[len(shared):])]
         if scale != 1.0:
             J.div_(scale)  # unscaled
@@ -331,10 +330,9 @@ def all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def _flat(grads, like, out: Tensor | None = None) -> Tensor:
-    """One float32 row from per-tensor gradients (None -> zeros), written into `out` when given."""
-    parts = [(g if g is not None else torch.zeros_like(x)).flatten().float() for g, x in zip(grads, like)]
-    return torch.cat(parts, out=out) if out is not None else torch.cat(parts)
+def _flat_into(grads, like, out: Tensor) -> None:
+    """Per-tensor gradients (None -> zeros) written as one float32 row into `out`."""
+    torch.cat([(g if g is not None else torch.zeros_like(x)).flatten().float() for g, x in zip(grads, like)], out=out)
 
 
 def _unflat_into_grad(g: Tensor, params: list[nn.Parameter]) -> None:
