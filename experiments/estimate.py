@@ -9,7 +9,10 @@
   here on a random batch of that shape, `--measure-steps` steps after one warm-up, with the threads
   each training would get. Wall = remaining steps x seconds per step / trainings at once. Validation,
   data loading and start-up are not counted, and trainings at once are assumed not to slow each other
-  (on a busy CPU they do): read it as a lower bound.
+  (on a busy CPU they do): read it as a lower bound. Where the preset's records hold finished runs of
+  the same kind and configured device, a second figure prices each step at what those runs took per
+  iteration, whole run (median `wall_time_s / iterations`: loading, validation, start-up and the
+  trainings beside them included): what the runs will take when started the way those were.
 - GPU-hours at paper scale: every run to start trained on the paper's schedule (paper_tiny: 50,000
   iterations of batch 8 at 128x256; paper_full for the full-resolution preset; the 2-task protocols' own
   presets, cityscapes2-mtan and cityscapes2-hps, for those protocols) at one GPU's throughput, taken from
@@ -64,6 +67,28 @@ def step_kind(cfg: Config) -> str:
                        "batch": cfg.optim.batch_size, "tasks": list(cfg.tasks), "method": cfg.method.name,
                        "amp": cfg.amp, "channels_last": cfg.channels_last, "compile": cfg.compile}, sort_keys=True,
                       default=list)
+
+
+def recorded_step_time(records, kind: str, device: str) -> tuple[float, int] | None:
+    """(median whole-run seconds per iteration, number of runs) of the finished runs among `records` whose step
+    is of `kind` (step_kind) on the configured `device` (a record does not say which machine ran it: the figure
+    is right for records trained where the plan runs); None without any. A record without a complete wall time (a run
+    resumed from a checkpoint written before wall times were kept) or without iterations is left out."""
+    import statistics
+
+    times = []
+    for record in records:
+        data = record.data
+        wall, iterations = data.get("wall_time_s"), data.get("iterations")
+        if not wall or not iterations or data.get("wall_time_complete") is False:
+            continue
+        try:
+            cfg = record.config
+        except ValueError:  # a record this code no longer loads says nothing about this code's steps
+            continue
+        if cfg.device == device and step_kind(cfg) == kind:
+            times.append(wall / iterations)
+    return (statistics.median(times), len(times)) if times else None
 
 
 def logged_step(run_dir) -> int:
@@ -240,21 +265,33 @@ def plan_report(preset: str, jobs: list[Job], records: dict[str, Record], pendin
         return out
     print(f"measuring {len(kinds)} kind(s) of training step here ({measure_steps} steps after one warm-up, "
           f"{threads} thread(s) each) ...", flush=True)
-    wall, disk = 0.0, 0
-    for kind in kinds.values():
+    wall, disk, recorded_wall, n_recorded = 0.0, 0, 0.0, 0
+    for key, kind in kinds.items():
         kind.s_per_step, kind.checkpoint_bytes = measure(kind.config, measure_steps, threads)
         steps = sum(n for _, n in kind.runs)
         new = sum(1 for job, _ in kind.runs if state_of[id(job)] == "new")
         wall += steps * kind.s_per_step
         disk += new * kind.checkpoint_bytes
+        recorded = recorded_step_time(records.values(), key, kind.config.device)
+        if recorded:
+            n_recorded += 1
+        recorded_wall += steps * (recorded[0] if recorded else kind.s_per_step)
         c = kind.config
         print(f"  {c.model.backbone} {'x'.join(map(str, c.data.crop or c.data.size or ()))} batch "
-              f"{c.optim.batch_size}, {'+'.join(c.tasks)}, {c.method.name}: {kind.s_per_step:.3f} s/step, "
-              f"checkpoint {human_bytes(kind.checkpoint_bytes)}; {len(kind.runs)} runs, {steps:,} steps")
+              f"{c.optim.batch_size}, {'+'.join(c.tasks)}, {c.method.name}: {kind.s_per_step:.3f} s/step"
+              + (f" (recorded: {recorded[0]:.3f} s per iteration, whole run, median of {recorded[1]})" if recorded
+                 else "")
+              + f", checkpoint {human_bytes(kind.checkpoint_bytes)}; {len(kind.runs)} runs, {steps:,} steps")
     wall /= n_parallel
     out["wall_s"], out["disk_bytes"] = wall, disk
     print(f"wall time here: about {human_time(wall)} ({n_parallel} training(s) at a time; steps only: validation, "
           "data loading and start-up not counted, and trainings at once assumed not to slow each other)")
+    if n_recorded:
+        recorded_wall /= n_parallel
+        out["recorded_wall_s"] = recorded_wall
+        print(f"wall time from the records: about {human_time(recorded_wall)} ({n_recorded} of {len(kinds)} kind(s) "
+              "at their recorded runs' whole-run time per iteration, the rest at the measured step time; "
+              f"{n_parallel} at a time: right when the recorded runs also ran {n_parallel} at a time on this machine)")
     print(f"disk: {human_bytes(disk)} of checkpoints under {rel(paths.runs / preset)} "
           f"(+{human_bytes(max(k.checkpoint_bytes for k in kinds.values()) * n_parallel)} while they are written)")
     return out

@@ -306,3 +306,26 @@ def test_the_committed_manifests_accept_a_grid():
     swept = sweep_manifests(ms, "synthetic-cpu", grids=[parse_grid("optim.lr=0.01,0.02")])
     assert len(swept[0].rows) == 2 * len(ms[0].rows)
     assert yaml.safe_load((ROOT / "configs" / "experiments" / "table1.yaml").read_text())["seeds"] == [0, 1, 2]
+
+
+def test_plan_prices_steps_at_what_recorded_runs_of_the_same_kind_took():
+    """The measured step leaves out loading, validation and start-up (the protocol's runs took about twice the
+    plan's figure); the recorded runs of the same kind give the whole-run time per iteration."""
+    from experiments.records import Record
+
+    base = load_config([ROOT / "configs" / "synthetic-protocol.yaml"])
+    other = load_config([ROOT / "configs" / "synthetic-protocol.yaml"], ["method.name=fixed"])
+    fp32 = load_config([ROOT / "configs" / "synthetic-protocol.yaml"], ["amp=off"])
+
+    def record(cfg, wall, iterations=960, **extra):
+        return Record(ROOT / "x.json", {"config": cfg.to_dict(), "wall_time_s": wall, "iterations": iterations,
+                                        **extra})
+
+    kind = estimate.step_kind(base)
+    assert estimate.recorded_step_time([], kind, base.device) is None
+    records = [record(base, 288.0), record(base, 960.0, 1920), record(base, 384.0), record(other, 9600.0),
+               record(fp32, 9600.0), record(base, 9600.0, wall_time_complete=False), record(base, None)]
+    # 0.3, 0.5 and 0.4 s per iteration: the median; the other method, the other precision and the incomplete
+    # or missing wall times are left out
+    assert estimate.recorded_step_time(records, kind, base.device) == (pytest.approx(0.4), 3)
+    assert estimate.recorded_step_time(records, kind, "cuda") is None  # runs configured for another device
