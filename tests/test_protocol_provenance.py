@@ -67,6 +67,31 @@ def test_a_record_written_again_keeps_its_original_wall_time(tmp_path):
     assert json.loads(path.read_text())["wall_time_s"] == 412.0
 
 
+def test_a_tree_is_dirty_for_modified_code_not_for_the_runners_own_tables(tmp_path):
+    """The runner rewrites results/ tables between its trainings: those made every later run of a chained
+    invocation say "-dirty" (8 precision-check records did) though no code differed from the commit."""
+    import subprocess
+
+    from infra.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "files")
+    head = git_commit(tmp_path)
+    assert len(head) == 40 and not head.endswith("-dirty")
+    (tmp_path / "results" / "table.md").write_text("new\n")  # the runner's own output
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "train.py").write_text("x = 2\n")  # code
+    assert git_commit(tmp_path) == head + "-dirty"
+
+
 def test_adam_variant_builds_with_the_same_groups():
     cfg = load_config([], ["optim.optimizer=adam", "model.backbone=resnet18", "model.aspp_channels=8",
                            "model.head_channels=8"])
