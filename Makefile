@@ -5,10 +5,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    ?= datasets/synthetic-cityscapes
 DATA_CALIBRATED ?= datasets/synthetic-cityscapes-calibrated
+DATA_PROTOCOL ?= datasets/synthetic-cityscapes-protocol
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= disabled
 
-.PHONY: venv demo test lint data data-calibrated bench reproduce clean
+.PHONY: venv demo test lint data data-calibrated data-protocol bench reproduce clean
 
 venv: $(STAMP)
 
@@ -30,6 +31,14 @@ $(DATA_CALIBRATED)/.complete: | $(STAMP)
 	$(BIN)/python -m data.synthetic --out $(DATA_CALIBRATED) --profile calibrated
 
 data-calibrated: $(DATA_CALIBRATED)/.complete
+
+# The comparison protocol's set (configs/synthetic-protocol.yaml): calibrated, with a held-out test split, and
+# its Tiny cache at the preset's 64x128 (items identical to the PNGs'; 8.0 -> 0.3 ms per training item).
+$(DATA_PROTOCOL)/.complete: | $(STAMP)
+	$(BIN)/python -m data.synthetic --out $(DATA_PROTOCOL) --profile calibrated --test 100
+	$(BIN)/python -m data.cache $(DATA_PROTOCOL) --size 64x128 --splits train val test
+
+data-protocol: $(DATA_PROTOCOL)/.complete
 
 # The main job on the embedded synthetic data: train (or resume, or skip if finished), evaluate,
 # print the metrics table, draw sigma^2 / effective weights over training and a few val frames.

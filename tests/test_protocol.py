@@ -290,3 +290,68 @@ def test_a_protocol_table_before_any_run_names_the_splits_and_no_none(mini):
     md = (mini.results / "mini" / "c.md").read_text()
     assert "- Iterations: no run recorded yet; selection on `val`, every number below scored on `val`." in md
     assert "None" not in md
+
+
+AGREE = """
+title: A
+seeds: [0, 1, 2, 3, 4]
+primary: [uw-beats-sum-a, uw-beats-sum-b]
+analyses: [agreement]
+columns: [semantic/miou, instance/mean_error_px]
+rows:
+  - name: sum-a
+    config: {method: {name: fixed, fixed: {weights: {semantic: 0.5, instance: 0.5}}}, optim: {iterations: 12}}
+  - {name: uw-a, config: {method: {name: uncertainty}, optim: {iterations: 12}}}
+  - {name: sum-b, config: {method: {name: fixed, fixed: {weights: {semantic: 0.5, instance: 0.5}}}}}
+  - {name: uw-b, config: {method: {name: uncertainty}}}
+claims:
+  - {name: uw-beats-sum-a, claim: UW beats the sum at setting a, better: uw-a, than: sum-a}
+  - {name: uw-beats-sum-b, claim: UW beats the sum at setting b, better: uw-b, than: sum-b}
+"""
+
+
+def test_agreement_of_two_settings_reports_verdicts_and_the_paired_change_of_each_difference(mini):
+    """protocol-precision's question: the same verdict at both settings, and how much each difference changes."""
+    from experiments.analyses.agreement import agreement
+
+    paths = mini
+    (paths.manifests / "a.yaml").write_text(AGREE)
+    manifest = find_manifests(paths.manifests, ["a"])[0]
+    # UW's mIoU gain is 1 + 0.1 s at setting a and 3 + 0.3 s at b (so the change is 2 + 0.2 s); its instance
+    # error is 0.1 + 0.01 s px worse at a and 0.1 + 0.02 s at b
+    miou = {"sum-a": lambda s: 20.0, "uw-a": lambda s: 21 + 0.1 * s, "sum-b": lambda s: 20.0,
+            "uw-b": lambda s: 23 + 0.3 * s}
+    inst = {"sum-a": lambda s: 5.0, "uw-a": lambda s: 5.1 + 0.01 * s, "sum-b": lambda s: 5.0,
+            "uw-b": lambda s: 5.1 + 0.02 * s}
+    for job in plan("mini", [manifest], paths=paths):
+        cfg, row, s = job.run.config, job.run.row.name, job.run.seed
+        metrics = {"semantic/miou": miou[row](s), "instance/mean_error_px": inst[row](s)}
+        write_record(paths, "mini", {"identity": cfg.identity(), "seed": s, "iterations": cfg.optim.iterations,
+                                     "config": cfg.to_dict(), "git_commit": "fake", "command": ["python"],
+                                     "metrics": metrics, "val_metrics": metrics, "score_split": "test",
+                                     "selection_split": "val"})
+    write_report(manifest, "mini", paths)
+    t = json.loads((paths.results / "mini" / "a.json").read_text())
+    rows = {r["endpoint"]: r for r in t["agreement"]["rows"]}
+    assert t["agreement"]["reference"] == "uw-beats-sum-a" and set(rows) == {"per-task Δp %", "semantic mIoU",
+                                                                            "instance mean error"}
+
+    def dp(gain, worse):  # per-task Delta_p against the sum (20 mIoU, 5.0 px)
+        return (100 * gain / 20 - 100 * worse / 5.0) / 2
+
+    expected = [dp(3 + 0.3 * s, 0.1 + 0.02 * s) - dp(1 + 0.1 * s, 0.1 + 0.01 * s) for s in range(5)]
+    assert rows["per-task Δp %"]["change"]["values"] == pytest.approx(expected)
+    assert rows["semantic mIoU"]["change"]["values"] == pytest.approx([2 + 0.2 * s for s in range(5)])
+    assert rows["instance mean error"]["change"]["values"] == pytest.approx([-0.01 * s for s in range(5)])
+    assert rows["semantic mIoU"]["size"] == "more favourable" and rows["semantic mIoU"]["p_holm"] < 0.05
+    verdicts = {(e["claim"], e["metric"]): e["verdict"] for e in t["comparisons"]["secondary"]}
+    assert verdicts[("uw-beats-sum-a", "semantic/miou")] == verdicts[("uw-beats-sum-b", "semantic/miou")] == \
+        "supported"
+    md = (paths.results / "mini" / "a.md").read_text()
+    assert "### Same verdict at both settings?" in md and "Same verdict as `uw-beats-sum-a` on 3 of 3" in md
+    summary = (paths.results / "mini" / "a-agreement.md").read_text()
+    assert summary.startswith("**A, agreement of the settings**: Same verdict") and "semantic mIoU +" in summary
+
+    one = find_manifests(paths.manifests, ["c"])[0]  # one primary claim: nothing to agree with
+    with pytest.raises(ValueError, match="needs at least two"):
+        agreement(one, {}, {})
