@@ -150,6 +150,36 @@ def total_weight(weights: dict[str, float] | None) -> float | None:
     return None if not weights else sum(weights.values())
 
 
+def grid_edges(rows: list[dict]) -> dict:
+    """Rows whose lr was chosen at an end of their grid (`lr_selection`): {"top": [names], "bottom": [names],
+    "rows": how many rows chose from a grid}. Their best lr on val may lie outside the grid."""
+    top, bottom, n = [], [], 0
+    for r in rows:
+        sel, lr = r.get("lr_selection"), r.get("lr")
+        values = sorted(float(v) for v in (sel or {}).get("scores", {}))
+        if lr is None or len(values) < 2:
+            continue
+        n += 1
+        if math.isclose(lr, values[-1]):
+            top.append(r["name"])
+        elif math.isclose(lr, values[0]):
+            bottom.append(r["name"])
+    return {"top": top, "bottom": bottom, "rows": n}
+
+
+def grid_edges_sentence(rows: list[dict]) -> str:
+    """One sentence saying how many rows chose an end of their lr grid ('' when none chose from a grid)."""
+    e = grid_edges(rows)
+    if not e["rows"]:
+        return ""
+    ends = [f"{len(e['top'])} of {e['rows']} rows chose the largest lr of their grid"
+            + (f" ({', '.join(e['top'])})" if e["top"] else ""),
+            f"{len(e['bottom'])} the smallest" + (f" ({', '.join(e['bottom'])})" if e["bottom"] else "")]
+    tail = ("; a row at an end may do better outside the grid, so its comparisons hold within the grid only."
+            if e["top"] or e["bottom"] else ".")
+    return ", ".join(ends) + tail
+
+
 def _p(x: float | None) -> str:
     return "—" if x is None else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
 
@@ -256,6 +286,9 @@ def verdict_paragraph(t: dict) -> str:
         groups[e["verdict"] if e["verdict"] in groups else "not resolved"].append(
             f"{e['claim']}, {m.label} vs {e['than']}: {_ci(e['difference'], 3)} {m.unit} (n = {len(e['seeds'])})")
     parts = [head]
+    edges = grid_edges_sentence(t.get("rows", []))
+    if edges:
+        parts.append("Learning rates: " + edges)
     if primary:
         parts += ["Primary endpoints (per-task Δp %, Holm across them): " + "; ".join(primary) + ".",
                   "Secondary comparisons (per metric, Holm across them):"]

@@ -106,6 +106,20 @@ def test_select_lr_by_hand():
     assert select_lr(tie, ["semantic/miou"])["lr"] == 0.05  # ties: the smaller lr
 
 
+def test_grid_edges():
+    from experiments.protocol import grid_edges, grid_edges_sentence
+
+    grid = {"scores": {"0.02": 0.0, "0.05": 1.0, "0.1": 2.0}}
+    rows = [{"name": "a", "lr": 0.1, "lr_selection": grid}, {"name": "b", "lr": 0.02, "lr_selection": grid},
+            {"name": "c", "lr": 0.05, "lr_selection": grid}, {"name": "d", "lr": None, "lr_selection": None},
+            {"name": "e", "lr": 0.05, "lr_selection": None}]
+    assert grid_edges(rows) == {"top": ["a"], "bottom": ["b"], "rows": 3}
+    assert grid_edges_sentence(rows).startswith("1 of 3 rows chose the largest lr of their grid (a), "
+                                                "1 the smallest (b); a row at an end")
+    assert grid_edges_sentence(rows[2:]) == "0 of 1 rows chose the largest lr of their grid, 0 the smallest."
+    assert grid_edges_sentence(rows[3:]) == ""
+
+
 def test_weight_scales():
     w = {"semantic": 0.6, "instance": 0.3}
     assert scale_weights(w, None) == w
@@ -159,6 +173,10 @@ def test_grid_then_chosen_lr_then_controls_and_the_claims_schema(mini):
     md = (paths.results / "mini" / "c.md").read_text()
     assert "### Step-size controls" in md and "### Schedule (doubling rule)" in md
     assert "contradicted" not in md and "decisive" in md
+    # every fixed-weight row's val mIoU peaks at 0.1, the grid's top: said below the table and in the summary
+    edges = "3 of 4 rows chose the largest lr of their grid (sum, uw-ratio, sum-rescaled), 0 the smallest; a row"
+    assert "### Learning rates chosen on val" in md and edges in md
+    assert "Learning rates: " + edges in (paths.results / "mini" / "c-summary.md").read_text()
 
 
 def test_doubling_rule_on_the_pilot(mini):

@@ -1,13 +1,13 @@
 """The comparison protocol's step-size record of each row (declared by `lr_grid:` or `primary:`): the learning
 rate it trained at and how the grid chose it (experiments/protocol.py, select_lr), its optimiser and the total
-of its final task weights.
+of its final task weights; below the table, how many rows chose an end of their grid.
 """
 
 from __future__ import annotations
 
 from experiments.analyses import Analysis, Context, RowContext, register
 from experiments.plan import Pending, lr_selection, uses_grid
-from experiments.protocol import total_weight
+from experiments.protocol import grid_edges_sentence, total_weight
 
 
 @register("lr-grid", order=15)
@@ -24,3 +24,7 @@ class LrGrid(Analysis):
                 pass
         return {"lr": rc.config.optim.lr if rc.planned else None, "lr_selection": selection,
                 "optimizer": rc.config.optim.optimizer, "total_weight": total_weight(rc.weights)}
+
+    def markdown(self, t: dict) -> list[str]:
+        edges = grid_edges_sentence(t.get("rows", []))
+        return ["", "### Learning rates chosen on val", "", edges[0].upper() + edges[1:]] if edges else []
