@@ -33,7 +33,8 @@ $(DATA_CALIBRATED)/.complete: | $(STAMP)
 data-calibrated: $(DATA_CALIBRATED)/.complete
 
 # The comparison protocol's set (configs/synthetic-protocol.yaml): calibrated, with a held-out test split, and
-# its Tiny cache at the preset's 64x128 (items identical to the PNGs'; 8.0 -> 0.3 ms per training item).
+# its Tiny cache at the preset's 64x128 (items identical to the PNGs'; a training step 1.2x faster:
+# results/perf/cpu-synthetic-protocol-loader.json).
 $(DATA_PROTOCOL)/.complete: | $(STAMP)
 	$(BIN)/python -m data.synthetic --out $(DATA_PROTOCOL) --profile calibrated --test 100
 	$(BIN)/python -m data.cache $(DATA_PROTOCOL) --size 64x128 --splits train val test
