@@ -167,3 +167,20 @@ def test_data_benchmark_writes_its_figures(synthetic_root, tmp_path):
     assert saved["command"].startswith("python -m bench.data --root") and saved["git_commit"]
     assert saved["results"][0]["dataloader_samples_per_s"].keys() == {
         "png_workers0", "cache_workers0", "png_workers2", "cache_workers2"}
+
+
+def test_the_runner_notes_a_missing_cache_once_it_could_serve_the_trainings(synthetic_root, tmp_path):
+    from engine.config import load_config
+    from experiments.runner import cache_note
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    cfg = load_config([], [f"data.root={root}", "data.size=[32,64]"])
+    note = cache_note(cfg)
+    assert note.startswith(f"note: no Tiny cache of {root} at 32x64") and \
+        f"python -m data.cache {root} --size 32x64 --splits train val" in note
+    assert cache_note(load_config([], [f"data.root={root}", "data.size=[32,64]", "data.cache=off"])) is None
+    assert cache_note(load_config([], [f"data.root={root}", "data.size=null"])) is None  # file resolution
+    assert cache_note(load_config([], [f"data.root={tmp_path / 'nowhere'}", "data.size=[32,64]"])) is None
+    assert main([str(root), "--size", "32x64", "--splits", "train"]) in (None, 0)
+    assert cache_note(cfg) is None
