@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 names = []
             manifests = find_manifests(paths.manifests, names) if names else list_manifests(paths.manifests)
             manifests = for_preset(manifests, args.preset, named=bool(names))
-            if command == "all" and not names and any(m.for_presets for m in manifests):
+            if command in ("all", "plan") and not names and any(m.for_presets for m in manifests):
                 manifests = [m for m in manifests if m.for_presets]  # a preset made for some manifests: only those
         else:
             manifests = for_preset(find_manifests(paths.manifests, args.what), args.preset, named=True)

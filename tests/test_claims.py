@@ -258,6 +258,13 @@ def test_a_superseded_manifest_is_skipped_by_all_and_refused_by_name(mini, capsy
     (paths.manifests / "c.yaml").write_text(CLAIMS + "superseded: [mini]\n")
     assert reproduce.main(["all", *common, "--dry-run"]) == 2
     assert "superseded must map preset names" in capsys.readouterr().err
+    # `plan` (no names, or `all`) plans what `all` trains: on a preset made for some manifests, only those
+    (paths.manifests / "c.yaml").write_text(CLAIMS + "for_presets: [mini]\n")
+    (paths.manifests / "e.yaml").write_text(CLAIMS.replace("title: C", "title: E"))
+    for what in (["plan"], ["plan", "all"]):
+        assert reproduce.main([*what, *common, "--measure-steps", "0"]) == 0
+        out = capsys.readouterr().out
+        assert "  new      c/uw seed 0" in out and "e/" not in out
     committed = for_preset(list_manifests(Paths().manifests), "synthetic-protocol", named=False)
     assert {m.name for m in committed if not m.name.startswith("protocol-")} == {"table2"}  # no v1 protocol
     assert len(committed) == 10
