@@ -38,18 +38,26 @@ def selection_metrics(record) -> dict[str, float]:
 
 
 def select_lr(scores: dict[float, list[dict[str, float]]], metrics: list[str]) -> dict:
-    """{"lr": the chosen value, "scores": {lr: Delta_p vs the grid mean}} from lr -> per-seed metric dicts."""
+    """{"lr": the chosen value, "scores": {lr: Delta_p vs the grid mean}, "metrics", "failed"} from lr -> per-seed
+    metric dicts. A value whose runs lack a finite value of a metric that another value's runs all have
+    (a run that diverged records its NaN metrics as missing) has failed: it scores None and is never chosen; the
+    others are scored on the metrics finite at all of them."""
     if not scores:
         raise ValueError("select_lr needs at least one grid value")
-    means = {lr: {m: pystats.fmean(r[m] for r in runs) for m in metrics if all(m in r for r in runs)}
-             for lr, runs in scores.items()}
-    shared = [m for m in metrics if all(m in v and math.isfinite(v[m]) for v in means.values())]
-    if not shared:
-        raise ValueError(f"no metric of {metrics} is finite at every grid value")
-    reference = {m: pystats.fmean(v[m] for v in means.values()) for m in shared}
-    score = {lr: st.delta_p({m: v[m] for m in shared}, reference) for lr, v in means.items()}
+    means = {lr: {m: pystats.fmean(r[m] for r in runs) for m in metrics
+                  if all(m in r and math.isfinite(r[m]) for r in runs)} for lr, runs in scores.items()}
+    measured = [m for m in metrics if any(m in v for v in means.values())]
+    failed = sorted(lr for lr, v in means.items() if not v or any(m not in v for m in measured))
+    usable = {lr: v for lr, v in means.items() if lr not in failed}
+    if not usable:
+        raise ValueError(f"no grid value has a finite value of every measured metric of {metrics} (every value's "
+                         "runs diverged or lack a metric)")
+    shared = [m for m in measured if all(m in v for v in usable.values())]
+    reference = {m: pystats.fmean(v[m] for v in usable.values()) for m in shared}
+    score = {lr: st.delta_p({m: v[m] for m in shared}, reference) for lr, v in usable.items()}
     best = max(sorted(score), key=lambda lr: (score[lr], -lr))
-    return {"lr": best, "scores": {f"{lr:g}": s for lr, s in sorted(score.items())}, "metrics": shared}
+    return {"lr": best, "scores": {f"{lr:g}": score.get(lr) for lr in sorted(scores)}, "metrics": shared,
+            "failed": [f"{lr:g}" for lr in failed]}
 
 
 def _values(records, metric: str, split: str) -> dict[int, float]:

@@ -106,6 +106,23 @@ def test_select_lr_by_hand():
     assert select_lr(tie, ["semantic/miou"])["lr"] == 0.05  # ties: the smaller lr
 
 
+def test_a_diverged_grid_value_is_never_chosen_and_does_not_stop_the_selection():
+    """A run that diverges records its NaN metrics as missing: its grid value failed. The selection raised
+    'no metric is finite at every grid value' and stopped every table of the manifest."""
+    metrics = ["semantic/miou", "instance/mean_error_px"]
+    scores = {0.05: [{"semantic/miou": 18.0, "instance/mean_error_px": 6.0}],
+              0.1: [{"semantic/miou": 22.0, "instance/mean_error_px": 4.0}],
+              0.2: [{}]}  # diverged: both metrics NaN, so missing
+    chosen = select_lr(scores, metrics)
+    assert chosen["lr"] == 0.1 and chosen["failed"] == ["0.2"] and chosen["scores"]["0.2"] is None
+    assert chosen["scores"]["0.1"] == pytest.approx((10.0 + 20.0) / 2)  # the failed value is not in the mean
+    one_seed_nan = {**scores, 0.2: [{"semantic/miou": 30.0, "instance/mean_error_px": 1.0},
+                                    {"semantic/miou": float("nan"), "instance/mean_error_px": 1.0}]}
+    assert select_lr(one_seed_nan, metrics)["lr"] == 0.1  # one diverged seed fails the value
+    with pytest.raises(ValueError, match="no grid value has a finite value"):
+        select_lr({0.1: [{}], 0.2: [{}]}, metrics)
+
+
 def test_grid_edges():
     from experiments.protocol import grid_edges, grid_edges_sentence
 
