@@ -198,6 +198,10 @@ def plot_pairwise(table: dict, out: Path) -> Path:
     matrix = np.full((len(names), len(names)), np.nan)
     fig = Figure(figsize=(2.0 + 0.32 * len(names), 1.6 + 0.32 * len(names)))
     ax = fig.add_subplot()
+    if len(names) < 2:  # nothing to pair yet (an empty matrix would make a singular axis)
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no two rows with a Δm yet", ha="center", va="center", fontsize=8)
+        return _save(fig, out, 100)
     for p in pw["pairs"]:
         if p["difference"] is None:
             continue

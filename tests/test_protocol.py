@@ -299,6 +299,12 @@ def test_pairwise_matrix_and_weight_diagnostic(tmp_path):
     t = {"title": "B", "rows": rows, "pairwise": pw, "weight_diagnostic": d}
     assert plots.plot_pairwise(t, tmp_path / "p.png").stat().st_size > 0
     assert plots.plot_weight_diagnostic(t, tmp_path / "w.png").stat().st_size > 0
+    import warnings  # before any two rows have a Delta_m: an empty matrix made a singular axis (UserWarning)
+
+    empty = {"title": "B", "rows": rows[3:], "pairwise": pairwise(rows[3:])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.plot_pairwise(empty, tmp_path / "e.png").stat().st_size > 0
 
 
 def test_a_row_waiting_for_its_lr_grid_shows_no_values_from_runs_at_the_default_lr(mini):
