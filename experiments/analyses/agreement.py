@@ -27,10 +27,9 @@ def _signed(manifest, claim, found, tasks, metric: str) -> dict[int, float]:
     other = proto.references(claim, tasks[claim.better]).get(METRICS[metric].task)
     if other is None or METRICS[metric].task not in tasks[other]:
         return {}
-    better = proto._values(found[claim.better], metric, "score")
-    than = proto._values(found[other], metric, "score")
-    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
-    return {s: sign * (better[s] - than[s]) for s in sorted(set(better) & set(than))}
+    comp = st.compare(proto._values(found[claim.better], metric, "score"),
+                      proto._values(found[other], metric, "score"), metric, margin_pct=None)
+    return dict(zip(comp["seeds"], comp["difference"]["values"])) if comp["seeds"] else {}
 
 
 def agreement(manifest, found: dict[str, list], tasks: dict[str, list[str]]) -> dict:
@@ -68,9 +67,18 @@ def _verdicts(t: dict) -> dict[tuple[str, str | None], dict]:
     return out
 
 
-def agreement_markdown(t: dict) -> list[str]:
+def _with_verdicts(t: dict):
+    """(agreement row, the reference claim's comparison, the other claim's) for each row; the comparisons are
+    None where a claim has no paired seed yet."""
     a, found = t["agreement"], _verdicts(t)
-    ref = a["reference"]
+    for r in a["rows"]:
+        e_ref, e = found.get((a["reference"], r["metric"])), found.get((r["claim"], r["metric"]))
+        ok = e_ref and e and e_ref["difference"] and e["difference"]
+        yield r, (e_ref if ok else None), (e if ok else None)
+
+
+def agreement_markdown(t: dict) -> list[str]:
+    ref = t["agreement"]["reference"]
     lines = ["", "### Same verdict at both settings?", "",
              f"Each claim's difference and verdict (tables above) against the reference claim `{ref}`, and the "
              "change of the paired difference between them: per seed, the other claim's difference minus the "
@@ -79,9 +87,8 @@ def agreement_markdown(t: dict) -> list[str]:
              f"{st.MIN_SEEDS} paired seeds.", "",
              "| Endpoint | Claim | Reference | This claim | Same verdict | Change of the difference (95 % CI) | "
              "p (Holm) | Size |", "|---|---|---|---|---|---|---|---|"]
-    for r in a["rows"]:
-        e_ref, e = found.get((ref, r["metric"])), found.get((r["claim"], r["metric"]))
-        if not (e_ref and e and e_ref["difference"] and e["difference"]):
+    for r, e_ref, e in _with_verdicts(t):
+        if e is None:
             lines.append(f"| {r['endpoint']} | {r['claim']} | — | — | — | — | — | not resolved |")
             continue
         digits = 2 if r["metric"] is None else 3
@@ -95,11 +102,10 @@ def agreement_markdown(t: dict) -> list[str]:
 
 def agreement_sentence(t: dict) -> str:
     """How many endpoints keep their verdict, and where the size of the effect changed (Holm), from the numbers."""
-    a, found = t["agreement"], _verdicts(t)
+    a = t["agreement"]
     same, total, changed = 0, 0, []
-    for r in a["rows"]:
-        e_ref, e = found.get((a["reference"], r["metric"])), found.get((r["claim"], r["metric"]))
-        if not (e_ref and e and e_ref["difference"] and e["difference"]):
+    for r, e_ref, e in _with_verdicts(t):
+        if e is None:
             continue
         total += 1
         same += e_ref["verdict"] == e["verdict"]
