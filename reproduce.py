@@ -64,6 +64,7 @@ from experiments.launchers.profile import load_profile
 from experiments.layout import ROOT, Paths, rel
 from experiments.manifest import find_manifests, for_preset, list_manifests
 from experiments.plan import plan, shard
+from experiments.progress import write_progress
 from experiments.records import load_records, read_json
 from experiments.report import FewerResultsError, write_report
 from experiments.runner import (
@@ -91,12 +92,16 @@ def print_list(paths: Paths) -> None:
         print(f"  {line}")
 
 
-def aggregate_all(preset: str, manifests, paths: Paths, seeds=None, allow_fewer: bool = False) -> list[Path]:
-    """Write every manifest's table; say which records match no row."""
+def aggregate_all(preset: str, manifests, paths: Paths, seeds=None, allow_fewer: bool = False,
+                  with_progress: bool = False) -> list[Path]:
+    """Write every manifest's table (and, `with_progress`, results/<preset>/progress.md over them); say which
+    records match no row."""
     records, paper = load_records(paths, preset), load_paper()
     written = []
     for m in manifests:
         written += write_report(m, preset, paths, seeds, records, paper, allow_fewer)
+    if with_progress and seeds is None:
+        written += write_progress(preset, manifests, records, paths)
     used = {job.run.config.identity(seed=False) for job in plan(preset, manifests, seeds, paths, records=records,
                                                                 pending=[])}
     unused = sorted(r.identity for r in records.values() if r.row_identity not in used)
@@ -239,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                 manifests = [m for m in manifests if m.for_presets or
                              (paths.results / args.preset / f"{m.name}.json").exists()]
             manifests = sweep_manifests(manifests, args.preset, args.set, args.grid)
-            for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
+            for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer,
+                                      with_progress=not names and not args.set and not args.grid):
                 print(rel(path))
             return 0
         manifests = sweep_manifests(manifests, args.preset, args.set, args.grid)
@@ -279,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                        args.per_gpu)
         if not args.skip_overheads and not summary["failed"]:
             measure_overheads(args.preset, manifests, paths, args.configs_dir.resolve())
-        for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer):
+        for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer,
+                                  with_progress=not names and not args.set and not args.grid and not args.methods):
             print(rel(path))
     except (ConfigError, ValueError, FewerResultsError, LockHeld) as e:
         print(f"error: {e}", file=sys.stderr)

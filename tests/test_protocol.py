@@ -396,3 +396,28 @@ def test_agreement_of_two_settings_reports_verdicts_and_the_paired_change_of_eac
     one = find_manifests(paths.manifests, ["c"])[0]  # one primary claim: nothing to agree with
     with pytest.raises(ValueError, match="needs at least two"):
         agreement(one, {}, {})
+
+
+def test_progress_counts_rows_runs_and_waiting_trainings_from_the_records(mini):
+    from experiments.progress import markdown, progress
+
+    paths = mini
+    manifests = find_manifests(paths.manifests, ["c"])
+    p = progress("mini", manifests, load_records(paths, "mini"), paths)
+    c = p["manifests"][0]
+    # nothing recorded: the two grids (2 rows x 3 values) can start; the rest waits (see the planner test)
+    assert (c["rows"], c["rows_complete"], c["recorded"], c["to_start"], c["waiting"]) == (4, 0, 0, 6, 22)
+    assert "0 of the tables' trainings recorded, 6 can start now and 22 more wait" in markdown(p)
+
+    for job in plan("mini", manifests, paths=paths, pending=[]):  # the grids, with 1 h each
+        write_record(paths, "mini", fake_record(job.run.config) | {"wall_time_s": 3600.0})
+    c = progress("mini", manifests, load_records(paths, "mini"), paths)["manifests"][0]
+    # seed 0 of sum and uw is the grid run at the chosen lr (recorded); their seeds 1-4 can start now, and the
+    # control rows' grids (uw's seed 0 gives their weights); the controls' seeds 1-4 wait for uw's
+    assert (c["rows_complete"], c["recorded"], c["to_start"], c["waiting"], c["hours"]) == (0, 6, 8 + 6, 8, 6.0)
+
+    train_all(paths, manifests)
+    p = progress("mini", manifests, load_records(paths, "mini"), paths)
+    c = p["manifests"][0]
+    assert (c["rows_complete"], c["recorded"], c["to_start"], c["waiting"]) == (4, 28, 0, 0)
+    assert p["total"]["records"] == 28 and "complete: every row of every table" in markdown(p)
