@@ -421,3 +421,16 @@ def test_progress_counts_rows_runs_and_waiting_trainings_from_the_records(mini):
     c = p["manifests"][0]
     assert (c["rows_complete"], c["recorded"], c["to_start"], c["waiting"]) == (4, 28, 0, 0)
     assert p["total"]["records"] == 28 and "complete: every row of every table" in markdown(p)
+
+
+def test_aggregate_without_names_writes_the_progress_table_and_with_names_leaves_it(mini):
+    import reproduce
+
+    paths = mini
+    common = ["--preset", "mini", "--configs-dir", str(paths.configs), "--runs-dir", str(paths.runs),
+              "--results-dir", str(paths.results)]
+    progress_md = paths.results / "mini" / "progress.md"
+    assert reproduce.main(["aggregate", "c", *common]) == 0 and not progress_md.exists()  # a subset: no total
+    assert reproduce.main(["aggregate", *common]) == 0
+    assert "| c | 0 of 4 | 0 | 6 | 22 | 0.0 |" in progress_md.read_text()
+    assert "| pilot | 0 of 6 | 0 | 30 | 0 | 0.0 |" in progress_md.read_text()  # 2 rows x 3 schedules
