@@ -166,7 +166,7 @@ def provenance_lines(rows: list[dict]) -> list[str]:
             cmd = shlex.join(row["planned_command"]) + "  (not run yet)"
         else:
             cmd = "(waits for other runs' records: its lr grid on val, or the run it takes its weights from)"
-        ids = ", ".join(f"seed{s}: {h}" for s, h in row["identity"].items())
+        ids = ", ".join(f"seed{s}: {h}" for s, h in row["identity"].items()) or "—"
         lines.append(f"- **{row['name']}**: seeds {seeds_cell(row)}; identity {ids}; git commit "
                      f"{', '.join(commits) or '—'}; command (seed {seed if seed is not None else 0}): `{cmd}`")
     return lines

@@ -331,6 +331,7 @@ def test_a_protocol_table_before_any_run_names_the_splits_and_no_none(mini):
     md = (mini.results / "mini" / "c.md").read_text()
     assert "- Iterations: no run recorded yet; selection on `val`, every number below scored on `val`." in md
     assert "None" not in md
+    assert "identity ;" not in md and "- **uw**: seeds none (missing 0,1,2,3,4); identity —;" in md
 
 
 AGREE = """
