@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_overheads and not summary["failed"]:
             measure_overheads(args.preset, manifests, paths, args.configs_dir.resolve())
         for path in aggregate_all(args.preset, manifests, paths, args.seeds, args.allow_fewer,
-                                  with_progress=not names and not args.set and not args.grid and not args.methods):
+                                  with_progress=command == "all" and not names and not args.set and not args.grid
+                                  and not args.methods):
             print(rel(path))
     except (ConfigError, ValueError, FewerResultsError, LockHeld) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -419,7 +419,7 @@ def test_fault_scheduling_100_jobs_killed_preempted_and_a_killed_driver(tmp_path
           f"{sum(1 for i in done if done[i] == 2)} of them twice; driver killed 1; submissions {count['submitted']}, "
           f"starts {count['started']}, requeues {count['requeued']}, lost and resubmitted {count['lost']}; "
           f"records {len(records)}; differences {len(differences)}; {wall:.0f} s")
-    assert differences == []
+    assert differences == [], [(k, ref.get(k), got.get(k)) for k in differences]
     assert sent["kill"] >= 5 and sent["preempt"] + sent["term"] >= 10 and count["requeued"] >= 10
     assert sum(sent.values()) >= len(ids) // 3
 
@@ -508,7 +508,7 @@ def test_fault_training_real_runs_preempted_mid_run_resume_bit_for_bit(synthetic
     print(f"\nfault test (training): runs {len(jobs)}, preempted {len(preempted)} (at steps "
           f"{sorted(preempted.values())}), requeues {requeues}, records {len(load_records(paths, 'tiny'))}, "
           f"differences {len(differences)}; {time.time() - start:.0f} s")
-    assert differences == []
+    assert differences == [], [(k, ref.get(k), got.get(k)) for k in differences]
 
 
 def flatten(state, prefix: str = "") -> dict:
