@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.config import config_from_dict
+from engine.config import ConfigError, config_from_dict
 from experiments.launchers.job import die_with_parent
 from experiments.layout import ROOT, TRAIN_SCRIPT, Paths, rel
 from experiments.manifest import Manifest
@@ -230,6 +230,8 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
                 continue  # runs recorded this round may be what the pending ones wait for
             return summary
         if not summary["trained"] and not summary["failed"]:  # once per invocation, before the first trainings
+            if train_script == TRAIN_SCRIPT:  # train.py reads the dataset (tests' stand-in scripts do not)
+                check_data_roots(todo)
             note = cache_note(todo[0].run.config)
             if note:
                 print(note, flush=True)
@@ -242,6 +244,22 @@ def reproduce(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | N
         summary["failed"] += result["failed"]
         if not pending or not result["trained"]:
             return summary
+
+
+def check_data_roots(jobs: list[Job]) -> None:
+    """Raise ConfigError, before any training starts, when a job's dataset root (data.root, else
+    $CITYSCAPES_DATASET, relative to the repository root where train.py runs) is unset or not a directory:
+    otherwise every training fails alike, one after the other."""
+    from data.frames import root_setting
+
+    for root in dict.fromkeys(root_setting(job.run.config.data.root) for job in jobs):
+        if root is None:
+            raise ConfigError("no dataset root: pass --data-root PATH or set $CITYSCAPES_DATASET (e.g. "
+                              "datasets/synthetic-cityscapes made by `python -m data.synthetic`); nothing was started")
+        path = Path(root) if Path(root).is_absolute() else ROOT / root
+        if not path.is_dir():
+            raise ConfigError(f"dataset root {root} is not a directory (relative paths start at the repository "
+                              "root): pass --data-root PATH or set $CITYSCAPES_DATASET; nothing was started")
 
 
 def cache_note(cfg) -> str | None:

@@ -24,6 +24,7 @@ import engine.checkpoint
 import engine.step
 import evaluate
 import infra.atomic
+import reproduce
 import train
 from data.cityscapes import CityscapesMultiTask, DataError
 from engine.config import ConfigError, config_from_dict, load_config, load_yaml
@@ -287,6 +288,28 @@ def test_no_dataset_root_is_one_line_and_leaves_no_run_directory(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: no dataset root")
     assert "Traceback" not in done.stderr
     assert not run.exists()
+
+
+@pytest.mark.parametrize("root", [None, "no/such/dataset"])
+def test_reproduce_without_a_dataset_root_starts_no_training(tmp_path, monkeypatch, capsys, root):
+    """The runner checks the dataset root before the first training: unset or missing, it stops with one line
+    and exit 2, and no run directory is made (before, each of the manifest's trainings failed alike in turn)."""
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    configs = tmp_path / "configs"
+    (configs / "experiments").mkdir(parents=True)
+    (configs / "tiny.yaml").write_text("model: {backbone: resnet18}\noptim: {iterations: 1}\n")
+    (configs / "experiments" / "two.yaml").write_text(yaml.safe_dump({
+        "title": "Two rows", "seeds": [0, 1], "columns": ["semantic/miou"],
+        "rows": [{"name": n, "config": {"tasks": ["semantic"], "optim": {"lr": lr}}}
+                 for n, lr in (("a", 0.1), ("b", 0.2))]}))
+    runs = tmp_path / "runs"
+    args = ["two", "--preset", "tiny", "--jobs", "1", "--configs-dir", str(configs), "--runs-dir", str(runs),
+            "--results-dir", str(tmp_path / "results")] + (["--data-root", root] if root else [])
+    assert reproduce.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "nothing was started" in err[0]
+    assert ("no dataset root" if root is None else f"dataset root {root} is not a directory") in err[0]
+    assert not any(runs.rglob("train.log"))
 
 
 def test_a_failed_start_leaves_no_orphan_run_directory(synthetic_root, tmp_path):
