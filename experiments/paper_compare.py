@@ -1,6 +1,7 @@
 """Our Delta_m beside a published table: `python -m experiments.paper_compare --preset P --manifest M`.
 
-Reads our table results/<preset>/<manifest>.json (written by `reproduce.py aggregate`) and the published tables
+Reads our table results/<preset>/<manifest>.json (written by `reproduce.py aggregate`; before any run is
+aggregated, the manifest's rows, every one "not run") and the published tables
 results/paper/*.json whose `protocol` is the manifest (or the files given with --paper). Per method (our
 manifest's multi-task rows and the paper's methods, matched by our row name): our Delta (mean over paired seeds
 and its 95 % interval) in the paper's convention, or "not run"; the published value, or "not stored". Then the
@@ -151,6 +152,15 @@ def _sources_text(methods: dict) -> str:
     return "; ".join(f"{key}: {', '.join(names)}" for key, names in groups.items())
 
 
+def unrun_table(configs_dir: Path, manifest: str) -> dict:
+    """Our table before any run is aggregated: the manifest's rows, none with a Delta (all "not run")."""
+    from experiments.manifest import find_manifests
+
+    (m,) = find_manifests(Path(configs_dir) / "experiments", [manifest])
+    return {"unrun": True, "baselines": dict(m.baselines or {}),
+            "rows": [{"name": r.name, "label": r.label} for r in m.rows]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", required=True)
@@ -158,22 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paper", type=Path, action="append", help="published table(s) (default: results/paper/*.json "
                                                               "whose protocol is the manifest)")
     p.add_argument("--results-dir", type=Path, default=Paths.results)
+    p.add_argument("--configs-dir", type=Path, default=Paths.configs, help="the manifests (experiments/)")
     p.add_argument("--out", type=Path, help="also write the comparison(s) as Markdown here")
     args = p.parse_args(argv)
     ours_path = args.results_dir / args.preset / f"{args.manifest}.json"
-    if not ours_path.is_file():
-        print(f"error: {ours_path} does not exist: run `python reproduce.py aggregate {args.manifest} --preset "
-              f"{args.preset}` first", file=sys.stderr)
-        return 1
-    table = json.loads(ours_path.read_text())
     try:
+        table = json.loads(ours_path.read_text()) if ours_path.is_file() else \
+            unrun_table(args.configs_dir, args.manifest)
         if args.paper:
             papers = [load_published(f) for f in args.paper]
         else:
             found = [load_published(f, strict=True) for f in sorted((args.results_dir / "paper").glob("*.json"))
                      if '"protocol"' in f.read_text()]
             papers = [d for d in found if d["protocol"] == args.manifest]
-    except ValueError as e:
+    except (ValueError, json.JSONDecodeError) as e:  # ConfigError (an unknown manifest) is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not papers:
@@ -181,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     text = "\n".join(format_comparison(args.preset, args.manifest, d, compare(table, d)) for d in papers)
+    if table.get("unrun"):
+        text = (f"No table of ours at {ours_path} (no run aggregated yet): every row of manifest {args.manifest} "
+                f"shows {NOT_RUN!r}.\n\n") + text
     print(text, end="")
     if args.out:
         from infra.atomic import write_text

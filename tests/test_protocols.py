@@ -232,6 +232,27 @@ def test_paper_comparison_shows_not_run_and_a_rank_correlation(tmp_path, capsys)
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_paper_comparison_before_any_run_lists_every_manifest_row_as_not_run(tmp_path, capsys):
+    """No table of ours yet (the real-data protocol not run): the command prints the published table with each of
+    the manifest's methods 'not run' (before: an error, exit 1); an unknown manifest is one line, exit 1."""
+    from experiments import paper_compare
+    from experiments.manifest import find_manifests
+
+    args = ["--preset", "cityscapes2-mtan", "--manifest", "cityscapes2-mtan", "--results-dir", str(tmp_path),
+            "--paper", str(ROOT / "results" / "paper" / "liu2023famo_cityscapes.json")]
+    assert paper_compare.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No table of ours at ") and "Rank correlation: not computed (0 method(s)" in out
+    (manifest,) = find_manifests(ROOT / "configs" / "experiments", ["cityscapes2-mtan"])
+    stl = set(manifest.baselines.values())
+    assert stl and all(f"| {r.label} |" not in out for r in manifest.rows if r.name in stl)  # the Delta_m reference
+    for row in manifest.rows:
+        assert row.name in stl or f"| {row.label} | not run | — | — |" in out
+    assert "| FAMO | not run | — | — | +8.13 |" in out  # the published value stays beside it
+    assert paper_compare.main([*args[:2], "--manifest", "nosuch", *args[4:]]) == 1
+    assert capsys.readouterr().err.startswith("error: no manifest named nosuch")
+
+
 def test_stored_published_tables_hold_only_checked_values():
     from experiments.paper_compare import load_published
 
