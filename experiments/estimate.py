@@ -277,7 +277,7 @@ def plan_report(preset: str, jobs: list[Job], records: dict[str, Record], pendin
             n_recorded += 1
         recorded_wall += steps * (recorded[0] if recorded else kind.s_per_step)
         c = kind.config
-        print(f"  {c.model.backbone} {'x'.join(map(str, c.data.crop or c.data.size or ()))} batch "
+        print(f"  {model_label(c)} {'x'.join(map(str, c.data.crop or c.data.size or ()))} batch "
               f"{c.optim.batch_size}, {'+'.join(c.tasks)}, {c.method.name}: {kind.s_per_step:.3f} s/step"
               + (f" (recorded: {recorded[0]:.3f} s per iteration, whole run, median of {recorded[1]})" if recorded
                  else "")
@@ -298,6 +298,15 @@ def plan_report(preset: str, jobs: list[Job], records: dict[str, Record], pendin
 
 
 CONFIRM_ABOVE = 20  # more trainings to start than this: `all` and named manifests ask first (--yes skips)
+
+
+def model_label(cfg) -> str:
+    """The network as the plan names it: the backbone for the paper's DeepLabV3 (e.g. "resnet101"), else the
+    architecture, with its backbone where it has one ("segnet-mtan", "deeplabv3plus-hps resnet50")."""
+    arch = cfg.model.arch
+    if arch == "deeplabv3":
+        return cfg.model.backbone
+    return f"{arch} {cfg.model.backbone}" if arch.startswith("deeplab") else arch
 
 
 def confirm_start(preset: str, jobs: list[Job], records: dict[str, Record], assume_yes: bool, ask=input,

@@ -284,3 +284,13 @@ def test_speed_measurements_build_a_batch_of_the_protocol_tasks():
     assert batch["depth_abs"].shape == (2, 1, 32, 64) and batch["depth_abs_mask"].dtype == torch.bool
     losses = train_step(parts, batch, 0).losses
     assert set(losses) == {"seg7", "depth_abs", "total"} and all(math.isfinite(float(v)) for v in losses.values())
+
+
+def test_plan_names_the_protocol_networks_not_an_unused_backbone():
+    """`reproduce.py plan` printed 'resnet101' for SegNet-MTAN steps (the default backbone, unused there)."""
+    from experiments.estimate import model_label
+
+    names = {p: model_label(load_config([str(ROOT / "configs" / f"{p}.yaml")]))
+             for p in ("cityscapes2-mtan", "cityscapes2-hps", "paper_tiny")}
+    assert names == {"cityscapes2-mtan": "segnet-mtan", "cityscapes2-hps": "deeplabv3plus-hps resnet50",
+                     "paper_tiny": "resnet101"}
