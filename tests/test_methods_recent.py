@@ -181,6 +181,30 @@ def test_pcd_solver_failures_are_counted(monkeypatch):
         build_weighting("pcd", PAIR, on_solver_failure="error").aggregate(ORTHOGONAL, CTX)
 
 
+@pytest.mark.parametrize("name", ["excess-mtl", "sdmgrad", "modo", "cr-mogm"])
+def test_solver_failures_of_the_other_stateful_methods_are_counted_or_fatal(name, monkeypatch):
+    """The TorchJD weighting raises inside the method's own call path (for SDMGrad and MoDo, on the
+    double-sampled matrix): the failure is counted and logged, the step applies the last good weights, the
+    method's state is what it was before the failed call, and on_solver_failure: error stops the run."""
+    m = build_weighting(name, PAIR)
+    m.aggregate(ORTHOGONAL, CTX)
+    good = m.applied_weights.clone()
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in m.jd_state.items()}
+
+    def failing(self, *args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(type(m.jd_weighting), "forward", failing)
+    J = torch.tensor([[1.0, 2.0], [-3.0, 1.0]])
+    torch.testing.assert_close(m.aggregate(J, CTX), good @ J)
+    assert int(m.solver_failures) == 1 and float(m.logs()[f"{m.log_prefix}/solver_failures"]) == 1
+    assert m.jd_state.keys() == before.keys()
+    for k, v in before.items():
+        assert (torch.equal(m.jd_state[k], v) if isinstance(v, torch.Tensor) else m.jd_state[k] == v), k
+    with pytest.raises(SolverFailure, match="injected"):
+        build_weighting(name, PAIR, on_solver_failure="error").aggregate(ORTHOGONAL, CTX)
+
+
 # ----------------------------------------------------------------------------- MoCo
 
 @pytest.mark.parametrize("update", ["projection", "softmax"])
