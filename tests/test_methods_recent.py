@@ -250,6 +250,19 @@ def test_modo_hand_computed_and_double_sampling():
         build_weighting("modo", PAIR, space="features")
 
 
+@pytest.mark.parametrize(("n_iter", "expected"), [(1, (5 / 6, 1 / 6)), (2, (1.15 / 1.3, 0.15 / 1.3))])
+def test_sdmgrad_hand_computed(n_iter, expected):
+    """J = diag(1, 2), sampling: same, lr 1, momentum 0.5, lambda 0.3. A = J J^T / s^2 with s = (1 + 2) / 2:
+    A = diag(4/9, 16/9). From w = (1/2, 1/2): v = A (w + 0.3 w~) = 0.65 (4/9, 16/9) = (0.2889, 1.1556);
+    w - v = (0.2111, -0.6556), sum -4/9, shifted by 13/18 onto the simplex: w = (14/15, 1/15), inside it.
+    Output (w + 0.15) / 1.3 = (5/6, 1/6). Second iteration: v = v/2 + A (w + 0.15) = (0.6259, 0.9630),
+    w - v = (0.3074, -0.8963), shifted (1.1019, -0.1019), projected to the vertex (1, 0): (1.15, 0.15) / 1.3."""
+    m = build_weighting("sdmgrad", PAIR, sampling="same", lr=1.0, n_iter=n_iter)
+    g = m.aggregate(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), CTX)
+    assert weights(m) == pytest.approx(expected, abs=1e-6)
+    torch.testing.assert_close(g, torch.tensor([expected[0], 2 * expected[1]]), rtol=1e-6, atol=1e-6)
+
+
 def test_sdmgrad_follows_its_inner_iterations():
     """An independent loop of the paper's inner problem on A = J J^T (sampling: same): momentum SGD on
     w with gradient A_n (w + lambda w~), each step projected onto the simplex."""
@@ -303,6 +316,27 @@ def test_rgw_weights_are_a_random_convex_combination():
     expected = torch.softmax(torch.randn(3), 0)
     torch.testing.assert_close(g, expected)
     assert float(g.sum()) == pytest.approx(1.0)
+
+
+def test_rgw_applies_its_logged_weights_and_they_are_symmetric_on_average():
+    """g = w @ J with the weights it logs, positive and summing to 1, drawn anew each step; softmax of an
+    i.i.d. normal draw is exchangeable, so over 4000 steps each task's mean weight is 1/3 (standard error
+    about 0.004) and each task gets the largest weight about a third of the time."""
+    m = build_weighting("rgw", TASKS)
+    J = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, -1.0]])
+    torch.manual_seed(1)
+    draws = []
+    for _ in range(4000):
+        g = m.aggregate(J, CTX)
+        w = torch.tensor(weights(m, TASKS))
+        torch.testing.assert_close(g, w @ J)
+        draws.append(w)
+    w = torch.stack(draws)
+    assert bool((w > 0).all()) and torch.allclose(w.sum(1), torch.ones(len(w)))
+    assert len({tuple(x.tolist()) for x in w}) == len(w)
+    torch.testing.assert_close(w.mean(0), torch.full((3,), 1 / 3), atol=0.015, rtol=0)
+    share = torch.bincount(w.argmax(1), minlength=3) / len(w)
+    torch.testing.assert_close(share, torch.full((3,), 1 / 3), atol=0.03, rtol=0)
 
 
 def test_cr_mogm_averages_the_mgda_weights():
