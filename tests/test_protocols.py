@@ -294,3 +294,29 @@ def test_plan_names_the_protocol_networks_not_an_unused_backbone():
              for p in ("cityscapes2-mtan", "cityscapes2-hps", "paper_tiny")}
     assert names == {"cityscapes2-mtan": "segnet-mtan", "cityscapes2-hps": "deeplabv3plus-hps resnet50",
                      "paper_tiny": "resnet101"}
+
+
+def test_cpu_smoke_command_runs_the_manifests_and_prints_ours_beside_the_published_table(npy_root, tmp_path,
+                                                                                          capsys):
+    """docs/protocols.md's CPU smoke command end to end: reproduce.py trains the single-task references and the
+    LS and FAMO rows of cityscapes2-mtan on the npy set and aggregates Delta_m; paper_compare then prints our
+    values (not 'not run') beside FAMO's published ones, with the warning that the preset is not the protocol's."""
+    import reproduce
+    from experiments import paper_compare
+
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    assert reproduce.main(["cityscapes2-stl", "cityscapes2-mtan", "--preset", "cityscapes2-cpu", "--data-root",
+                           str(npy_root), "--methods", "fixed,famo", "--seeds", "0", "--jobs", "1", "--threads", "1",
+                           "--skip-overheads", *dirs]) == 0, capsys.readouterr().err
+    table = json.loads((tmp_path / "results" / "cityscapes2-cpu" / "cityscapes2-mtan.json").read_text())
+    rows = {r["name"]: r for r in table["rows"]}
+    for name in ("ls", "famo"):
+        assert math.isfinite(rows[name]["delta_m"]["pooled"]["mean"]) and rows[name]["delta_m"]["pooled"]["n"] == 1
+    capsys.readouterr()
+    assert paper_compare.main(["--preset", "cityscapes2-cpu", "--manifest", "cityscapes2-mtan", "--results-dir",
+                               str(tmp_path / "results"), "--paper",
+                               str(ROOT / "results" / "paper" / "liu2023famo_cityscapes.json")]) == 0
+    out = capsys.readouterr().out
+    assert "is not the protocol's real-data preset" in out
+    famo = f"{rows['famo']['delta_m']['pooled']['mean']:+.2f}"
+    assert f"| FAMO | {famo} | — | 1 | +8.13 |" in out and "| RLW | not run |" in out
