@@ -20,7 +20,9 @@ method, or an option with a default, never changes the identity of an existing e
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -303,14 +305,27 @@ def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: b
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_yaml(text: str) -> object:
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_yaml(text: str, where: str = "") -> object:
-    """Parse YAML text with the project's rules (see _Loader); errors are ConfigErrors naming `where`."""
+    """Parse YAML text with the project's rules (see _Loader); errors are ConfigErrors naming `where`.
+    Each distinct text is parsed once (planning a preset loads the same files and overrides thousands
+    of times); the caller gets its own copy."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        return copy.deepcopy(_parse_yaml(text))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{where + ': ' if where else ''}not valid YAML ({e})") from e
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict:
+    """typing.get_type_hints of a config dataclass (resolving the string annotations is slow)."""
+    return typing.get_type_hints(cls)
 
 
 @dataclass(frozen=True)
@@ -386,7 +401,7 @@ def _apply(obj, updates: dict, prefix: str = "", merge: bool = False) -> None:
     """
     if isinstance(obj, MethodConfig):
         return _apply_method(obj, updates, prefix, merge)
-    hints = typing.get_type_hints(type(obj))
+    hints = _type_hints(type(obj))
     valid = [f.name for f in dataclasses.fields(obj)]
     for key, value in updates.items():
         where = f"{prefix}{key}"
