@@ -2,12 +2,13 @@
 its loss-scale balancing (log losses) and gradient-magnitude balancing (an EMA of the gradients scaled to
 the largest norm). Written here: TorchJD 0.18 has no DB-MTL.
 
-Loss-scale balancing: each task's gradient is taken of log L_k, i.e. g_k / L_k (here from J and the
+Equation numbers are those of the arXiv paper's later (nine-author) version. Loss-scale balancing (its
+Section 3.1, Algorithm 1 step 6): each task's gradient is taken of log L_k, i.e. g_k / L_k (here from J and the
 process-averaged losses `ctx.losses`: J is the Jacobian of those losses, so row k / L_k is exactly the
 gradient of log L_k). Gradient-magnitude balancing: an exponential moving average of these gradients,
-    h_k <- (1 - b_t) g_k / (L_k + 1e-8) + b_t h_k,     b_t = beta / t^beta_sigma,   h_k(0) = 0,
+    h_k <- (1 - b_t) g_k / (L_k + 1e-8) + b_t h_k,     b_t = beta / t^beta_sigma,   h_k(0) = 0,   (Eq. 1)
 is rescaled to the largest norm among the tasks,
-    g = sum_k alpha_k h_k,     alpha_k = max_j ||h_j|| / (||h_k|| + 1e-8),
+    g = sum_k alpha_k h_k,     alpha_k = max_j ||h_j|| / (||h_k|| + 1e-8),                     (Eq. 2)
 as the authors' code in LibMTL does (beta 0.9, beta_sigma 0, zero-initialised average without bias
 correction; the eps inside the log is 1e-8 as there). The averages are a tasks x n tensor (the size of
 J), kept in memory and saved with the run. Like LibMTL, it needs the Jacobian of the shared
