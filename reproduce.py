@@ -112,16 +112,19 @@ def aggregate_all(preset: str, manifests, paths: Paths, seeds=None, allow_fewer:
 
 
 def only_methods(manifests, methods: list[str] | None):
-    """The manifests with only the rows training one of `methods` (a method name, e.g. famo), plus every
-    single-task baseline row and the `fixed` reference row; an unknown name is an error."""
+    """The manifests with only the rows training one of `methods` (a method name, e.g. famo, or a row's
+    name, e.g. ls: linear scalarisation, whose method is `fixed`), plus every single-task baseline row and
+    the `fixed` reference row; a name that is neither is an error."""
     if not methods:
         return manifests
-    unknown = [m for m in methods if m not in METHODS]
+    row_names = {r.name for m in manifests for r in m.rows}
+    unknown = [m for m in methods if m not in METHODS and m not in row_names]
     if unknown:
-        raise ConfigError(f"unknown method(s) {unknown} in --methods; valid methods are {sorted(METHODS)}")
+        raise ConfigError(f"unknown method(s) {unknown} in --methods; valid are the methods {sorted(METHODS)} "
+                          f"and the manifests' row names")
     out = []
     for m in manifests:
-        keep = set((m.baselines or {}).values()) | {"fixed"}
+        keep = set((m.baselines or {}).values()) | {"fixed"} | set(methods)
         rows = tuple(r for r in m.rows if r.name in keep
                      or (r.config.get("method") or {}).get("name") in methods)
         out.append(dataclasses.replace(m, rows=rows))
@@ -192,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", help="dataset root passed to train.py as data.root (default: $CITYSCAPES_DATASET)")
     p.add_argument("--allow-fewer", action="store_true", help="let aggregation replace a table with fewer results")
     p.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m],
-                   help="comma-separated method names: train only their rows (plus single-task baselines and "
-                        "the fixed-weights reference)")
+                   help="comma-separated method or row names (famo, ls): train only their rows (plus single-task "
+                        "baselines and the fixed-weights reference)")
     p.add_argument("--set", type=parse_set, action="append", default=[], metavar="KEY=VALUE",
                    help="override applied to every row (after its own), as train.py's key=value; repeatable")
     p.add_argument("--grid", type=parse_grid, action="append", default=[], metavar="KEY=V1,V2",
