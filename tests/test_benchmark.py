@@ -4,7 +4,6 @@ the benchmark table from run records (Delta_m, overheads, missing rows), --metho
 import json
 import math
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,8 @@ from engine.build import build_parts
 from engine.config import ConfigError, load_config
 from engine.step import train_step
 from experiments.delta_m import confidence_interval, delta_m, paired_delta_m
-from experiments.manifest import load_manifest
+from experiments.layout import Paths
+from experiments.manifest import find_manifests
 from reproduce import only_methods
 
 BASE = {"semantic/miou": 50.0, "semantic/pixel_acc": 80.0, "instance/mean_error_px": 4.0,
@@ -107,7 +107,7 @@ def test_only_methods_keeps_baselines_and_the_reference(paths):  # noqa: F811
 def test_only_methods_takes_row_names():
     """--methods ls picks the benchmark's linear-scalarisation row (its method is `fixed`): a row name used to
     be refused as an unknown method."""
-    m = load_manifest(Path(__file__).parents[1] / "configs" / "experiments" / "protocol-benchmark.yaml")
+    (m,) = find_manifests(Paths().manifests, ["protocol-benchmark"])
     (kept,) = only_methods([m], ["ls", "dwa"])
     assert [r.name for r in kept.rows] == ["semantic-only", "instance-only", "depth-only", "fixed", "ls", "dwa"]
 
