@@ -279,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             summary = reproduce(args.preset, only_methods(manifests, args.methods), args.seeds, n_parallel,
                                 args.shard, args.dry_run, paths, args.data_root, threads=args.threads)
+        summary["scored"] = []
         summary["failed"] += evaluate_official_runs(args.preset, manifests, args.seeds, paths, args.data_root,
-                                                    args.dry_run, args.shard)
+                                                    args.dry_run, args.shard, summary["scored"])
         if args.dry_run:
             return 0
         wall = time.time() - start

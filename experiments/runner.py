@@ -335,10 +335,12 @@ def needs_official(record: Record, grouping: list[str]) -> bool:
 
 def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[int, ...] | None = None,
                            paths: Paths = Paths(), data_root: str | None = None, dry_run: bool = False,
-                           shard_of: tuple[int, int] = (1, 1)) -> list[tuple[str, str]]:
+                           shard_of: tuple[int, int] = (1, 1),
+                           scored: list[str] | None = None) -> list[tuple[str, str]]:
     """Score every finished run of a manifest with `official:` by the official Cityscapes evaluators at full
     resolution (evaluate.py --official) and keep the result in its record under "official". Returns the
-    (run, reason) of each run that could not be scored; runs not trained yet are left to the trainer."""
+    (run, reason) of each run that could not be scored, and appends the name of each run scored now to
+    `scored`; runs not trained yet are left to the trainer."""
     failed: list[tuple[str, str]] = []
     records = load_records(paths, preset)
     for manifest in manifests:
@@ -369,6 +371,8 @@ def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[
             record.data["official"] = {"command": ["python", *cmd[1:]], "git_commit": git_commit()} | {
                 k: out[k] for k in OFFICIAL_KEYS if k in out}
             write_json(record.path, record.stored())
+            if scored is not None:
+                scored.append(run.name)
     for name, reason in failed:
         print(f"FAILED {name}: {reason}", flush=True)
     return failed
@@ -376,7 +380,11 @@ def evaluate_official_runs(preset: str, manifests: list[Manifest], seeds: tuple[
 
 def log_invocation(preset: str, argv: list[str], summary: dict, wall: float, n_parallel: int,
                    paths: Paths = Paths(), per_gpu: int | None = None) -> None:
-    """Append one line per invocation to results/<preset>/reproduce-log.jsonl (the lab notebook's timing)."""
+    """Append one line per invocation to results/<preset>/reproduce-log.jsonl (the lab notebook's timing).
+    An invocation that trained, recorded, scored and failed nothing only regenerated tables: it writes no
+    line, so regenerating from the committed records on a fresh clone leaves `git status` clean."""
+    if not any(summary.get(k) for k in ("trained", "exported", "scored", "failed")):
+        return
     path = paths.results / preset / "reproduce-log.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     row = {"command": ["python", "reproduce.py", *argv],

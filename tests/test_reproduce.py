@@ -318,8 +318,13 @@ def test_reproduce_per_gpu_runs_n_per_fake_gpu(fake, monkeypatch, capsys):
     used = [p.read_text() for p in paths.runs.rglob("gpu.txt")]
     assert len(used) == 3 and set(used) == {"3", "5"}
     assert {t for p in paths.runs.rglob("launches.txt") for t in p.read_text().split()} == {"2"}  # 8 cores / 4
-    log = json.loads((paths.results / "mini" / "reproduce-log.jsonl").read_text().splitlines()[-1])
+    log_path = paths.results / "mini" / "reproduce-log.jsonl"
+    log = json.loads(log_path.read_text().splitlines()[-1])
     assert log["jobs"] == 4 and log["per_gpu"] == 2
+    before = log_path.read_text()  # an invocation that trains nothing only regenerates tables: no log line,
+    assert reproduce.main(["table1", "--preset", "mini", "--per-gpu", "2", "--seeds", "0", "--skip-overheads",
+                           *dirs]) == 0  # so regenerating on a fresh clone leaves `git status` clean
+    assert log_path.read_text() == before
     monkeypatch.setattr(reproduce, "visible_gpus", lambda: [])
     assert reproduce.main(["table1", "--preset", "mini", "--per-gpu", "2", *dirs]) == 2
     assert "no GPU is visible" in capsys.readouterr().err

@@ -54,7 +54,9 @@ def table2(tmp_path, synthetic_root, monkeypatch):
 
 def test_official_scores_are_kept_in_the_record_and_reported(table2):
     paths, manifests, run, root = table2
-    assert runner.evaluate_official_runs("mini", manifests, None, paths, root) == []
+    scored = []
+    assert runner.evaluate_official_runs("mini", manifests, None, paths, root, scored=scored) == []
+    assert scored == [run.name]  # counted, so the runner logs an invocation that only scored runs
     record = json.loads((paths.records("mini") / f"{run.identity}.json").read_text())
     official = record["official"]
     assert official["command"][:2] == ["python", "evaluate.py"] and "--official" in official["command"]
@@ -63,7 +65,8 @@ def test_official_scores_are_kept_in_the_record_and_reported(table2):
     assert "depth/rmse_px" in official["full_resolution"] and "root" not in official  # no machine paths
     log = run.run_dir / "evaluate.log"
     size = log.stat().st_size
-    assert runner.evaluate_official_runs("mini", manifests, None, paths, root) == []  # scored once only
+    assert runner.evaluate_official_runs("mini", manifests, None, paths, root, scored=scored) == []  # once only
+    assert scored == [run.name]
     assert log.stat().st_size == size
 
     assert reproduce.main(["aggregate", "table2", "--preset", "mini", "--configs-dir", str(paths.configs),
