@@ -33,8 +33,8 @@ def runner_log(root: Path) -> list[str]:
     for log in sorted(root.glob("results/*/reproduce-log.jsonl")):
         preset = log.parent.name
         lines += [f"### {preset}", "",
-                  f"From `{log.relative_to(root)}`, one row per invocation of the runner that trained, recorded "
-                  "or scored runs.", "",
+                  f"From `{log.relative_to(root)}`, one row per invocation of the runner that trained, recorded, "
+                  "scored or failed runs.", "",
                   "| finished | command | wall time (s) | trained | failed |", "|---|---|---|---|---|"]
         for raw in log.read_text().splitlines():
             if not raw.strip():
